@@ -1,0 +1,5 @@
+"""``python -m triage`` runs the command line."""
+
+from triage.cli import main
+
+raise SystemExit(main())
