@@ -23,6 +23,10 @@ from triage.errors import ConfigError
 LOGGER = logging.getLogger(__name__)
 
 
+#: The order in which services stop (the scheduler stops right before the web).
+STOP_ORDER = ("dicom", "worker", "alerts", "web")
+
+
 class Service(Protocol):
     """A part of the running daemon: started once, stopped once, in the daemon's order."""
 
@@ -127,16 +131,18 @@ class Daemon:
         raise ValueError(f"unknown role {role!r}")
 
     def stop(self) -> None:
-        """Stop in order: no new associations, running jobs finish, leases released, web, database."""
+        """Stop in order: no new associations; the worker stops between batches and hands its leases back;
+        the dispatcher; the scheduler waits for running jobs; the web; the database."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        for service in [s for s in self.services if s.name == "dicom"]:
+        order = {name: rank for rank, name in enumerate(STOP_ORDER)}
+        for service in sorted(self.services, key=lambda s: order.get(s.name, len(order))):
+            if service.name == "web" and self.scheduler is not None and self.scheduler.running:
+                self.scheduler.shutdown(wait=True)
             self._stop_one(service)
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        for service in reversed([s for s in self.services if s.name != "dicom"]):
-            self._stop_one(service)
         if self.engine is not None:
             self.engine.dispose()
         LOGGER.info("stopped")
