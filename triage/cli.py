@@ -89,10 +89,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from triage.daemon import run_demo
+    from triage.demo import run_demo
 
     settings = _settings(args, demo=True, data_dir=args.data_dir or Path("./triage-demo"))
-    return run_demo(settings, studies=args.studies, keep_running=not args.exit_when_done)
+    return run_demo(settings, studies=args.studies, keep_running=not args.exit_when_done, announce=_announce)
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)  # noqa: T201
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

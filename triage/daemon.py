@@ -178,7 +178,3 @@ def run(settings: Settings, roles: Sequence[str]) -> int:
             signal.signal(sig, handler)
     return 0
 
-
-def run_demo(settings: Settings, *, studies: int, keep_running: bool) -> int:
-    """The whole system on embedded defaults (built once every part exists)."""
-    raise ConfigError("demo", studies, "triage demo is not built yet")

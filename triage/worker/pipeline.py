@@ -18,19 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from triage.config import Settings
 from triage.db.engine import transaction
-from triage.db.models import Instance, Series, SlicePrediction, utcnow
+from triage.db.models import Instance, KeyImage, Series, SlicePrediction, utcnow
 from triage.db.queue import Claim, give_up, lock_claimed, renew_lease
 from triage.db.thresholds import load_thresholds
-from triage.domain import Findings, SeriesState
+from triage.domain import CLASSES, Findings, SeriesState
 from triage.imaging import preprocess_file
-from triage.model import Classifier
+from triage.model import Classifier, compose_probabilities
 from triage.worker import metrics
 from triage.worker.aggregate import SliceProbabilities, findings_for
+from triage.worker.keyimages import key_image_path, pick_key_slices, render_key_image
 from triage.worker.persist import (
     drop_other_versions,
     finish,
@@ -169,14 +170,11 @@ class Pipeline:
         started = time.perf_counter()
         p_any = self.classifier.detect(x)
         out.timings.stage1 += time.perf_counter() - started
-        probabilities = np.zeros((len(ids), 6), dtype=np.float32)
-        probabilities[:, 0] = p_any
         positive = p_any >= self.classifier.detection_threshold
-        if positive.any():
-            started = time.perf_counter()
-            conditional = self.classifier.subtype(x[positive])
-            out.timings.stage2 += time.perf_counter() - started
-            probabilities[positive, 1:] = p_any[positive, None] * conditional
+        started = time.perf_counter()
+        conditional = self.classifier.subtype(x[positive])
+        out.timings.stage2 += time.perf_counter() - started
+        probabilities = compose_probabilities(p_any, conditional, positive)
         out.timings.slices += len(ids)
         batch = dict(zip(ids, probabilities, strict=True))
         out.predictions.update(batch)
@@ -204,11 +202,34 @@ class Pipeline:
                 lease["claim"] = renewed
 
         batch = self.classify(todo, keep_lease)
-        return self._write_final(lease["claim"], refs, done | batch.predictions, batch)
+        state, rendered = self._write_final(lease["claim"], refs, done | batch.predictions, batch)
+        if rendered is not None and self.settings.worker.heatmaps:
+            self._render_key_images(claim.series_id, *rendered)
+        return state
+
+    def _render_key_images(self, series_id: int, refs: list[SliceRef], slices: SliceProbabilities,
+                           findings: Findings) -> None:
+        columns = [CLASSES.index(name) for name in findings.subtypes]
+        rows = pick_key_slices(slices.probabilities, columns)
+        with self.factory() as session:
+            series_uid = session.get(Series, series_id).series_uid  # type: ignore[union-attr]
+        images = []
+        for row in rows:
+            ref = refs[row]
+            relative = key_image_path(series_uid, ref.sop_instance_uid)
+            try:
+                render_key_image(self.classifier, ref.path, self.settings.store / relative)
+            except Exception:
+                LOGGER.exception("series %d: key image of slice %d could not be rendered", series_id, row)
+                continue
+            images.append(KeyImage(series_id=series_id, sop_instance_uid=ref.sop_instance_uid, path=relative))
+        with transaction(self.factory) as session:
+            session.execute(delete(KeyImage).where(KeyImage.series_id == series_id))
+            session.add_all(images)
 
     def _write_final(
         self, claim: Claim, refs: list[SliceRef], predictions: dict[int, np.ndarray], batch: Batch
-    ) -> SeriesState:
+    ) -> tuple[SeriesState, tuple[list[SliceRef], SliceProbabilities, Findings] | None]:
         started = time.perf_counter()
         version = self.classifier.version
         with transaction(self.factory) as session:
@@ -221,8 +242,7 @@ class Pipeline:
                     instance.decode_error = error[:2000]
             ordered = [r for r in order_slices(refs) if r.instance_id in predictions]
             if not ordered:
-                state = give_up(series, "no slice of the series could be decoded", 1)
-                return state
+                return give_up(series, "no slice of the series could be decoded", 1), None
             drop_other_versions(session, series.id, version)
             insert_predictions(session, series.id, version, batch.predictions)
             slices = SliceProbabilities(
@@ -251,7 +271,7 @@ class Pipeline:
             "series %d %s: %d slices, flagged=%s, %s", claim.series_id, state.value, len(ordered),
             findings.flagged, batch.timings.as_dict(),
         )
-        return state
+        return state, (ordered, slices, findings)
 
     # -- streaming: slices of series that are still arriving ------------------------------------------
 
