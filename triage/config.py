@@ -169,6 +169,7 @@ class WebhookSettings(_Section):
     url: str = ""
     secret: str = ""
     timeout_seconds: float = Field(5.0, gt=0)
+    patient_fields: list[PatientField] = Field(default_factory=lambda: list[PatientField](["accession"]))
 
 
 class SmtpSettings(_Section):
@@ -183,6 +184,7 @@ class SmtpSettings(_Section):
     password: str = ""
     patient_fields: list[PatientField] = Field(default_factory=lambda: list[PatientField](["accession"]))
     timeout_seconds: float = Field(10.0, gt=0)
+    tls_ca: str = ""  # CA bundle that signed the server's STARTTLS certificate (empty: the system's)
 
 
 
@@ -194,14 +196,16 @@ class DicomExportSettings(_Section):
     port: Port = 104
     key_objects: bool = True
     secondary_capture: bool = False
+    timeout_seconds: float = Field(30.0, gt=0)
 
 
 
 class AlertSettings(_Section):
     """The alert outbox and its channels."""
 
-    escalate_after_minutes: float = Field(10.0, ge=0)
+    escalate_after_minutes: float = Field(10.0, ge=0)  # for critical studies; 0: no escalation
     escalation_channel: Literal["webhook", "email", ""] = "email"
+    max_escalations: int = Field(3, ge=0)  # per study; 0: no limit
     max_attempts: int = Field(8, ge=1)
     backoff_seconds: float = Field(5.0, gt=0)
     max_backoff_seconds: float = Field(600.0, gt=0)
