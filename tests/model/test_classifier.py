@@ -113,4 +113,4 @@ def test_cam_sums_to_the_logit(classifier, batch):
         features = _features(network, x)
         cam = torch.einsum("nchw,c->nhw", features, network.fc.weight[0])
         logit = network(x)[0, 0]
-    assert float(cam.mean() + network.fc.bias[0]) == pytest.approx(float(logit), abs=1e-4)
+    assert float(cam.mean() + network.fc.bias[0].detach()) == pytest.approx(float(logit), abs=1e-4)
