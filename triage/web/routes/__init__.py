@@ -1,0 +1,1 @@
+"""Routes of the web app: JSON API, browser pages, admin."""
