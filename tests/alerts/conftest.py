@@ -231,6 +231,7 @@ def use_mail(settings: Settings, sink: MailSink, **extra: object) -> None:
     smtp.port = sink.port  # type: ignore[attr-defined]
     smtp.sender = "triage@example.org"
     smtp.recipients = ["oncall@example.org", "neuro@example.org"]
+    smtp.timeout_seconds = 5.0
     for key, value in extra.items():
         setattr(smtp, key, value)
 

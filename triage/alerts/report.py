@@ -89,7 +89,7 @@ def _group(name: str, inputs: ReportInputs, algorithm: hd.sr.AlgorithmIdentifica
         finding_type=code,
         algorithm_id=algorithm,
         measurements=[hd.sr.Measurement(name=PROBABILITY, value=float(payload["probabilities"][name]),
-                                        unit=NO_UNITS, algorithm_id=algorithm)],
+                                        unit=NO_UNITS)],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(code, codes.SCT.Present if flagged
                                                              else codes.SCT.Absent)],
         source_images=images,
@@ -187,6 +187,11 @@ def build_heatmaps(inputs: ReportInputs) -> list[hd.sc.SCImage]:
         )
         image.SeriesDescription = "AI ICH triage heat map"
         image.BurnedInAnnotation = "NO"
+        image.DerivationDescription = "Source slice, windowed, with the classifier's activation heat map"
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = source.SOPClassUID
+        reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        image.SourceImageSequence = [reference]
         images.append(image)
     return images
 
