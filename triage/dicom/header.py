@@ -11,14 +11,14 @@ import io
 import logging
 import math
 import re
-import struct
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from triage.db.ingest import InstanceHeader
+from triage.dicom import pixels
 from triage.dicom.contexts import ANALYSED_SOP_CLASSES
 from triage.errors import DicomInputError
 from triage.imaging import z_position
@@ -36,7 +36,6 @@ UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 MAX_UID_LENGTH = 64
 MIN_MATRIX = 16
 MAX_MATRIX = 8192
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
 class Rejection(DicomInputError):
@@ -97,9 +96,9 @@ def read_header(data: bytes, *, sop_class_uid: str, sop_instance_uid: str, trans
         0xA900 when the data set does not match the request or its SOP class.
     """
     check_sop_class(sop_class_uid)
-    ds, has_pixels = _parse(data, transfer_syntax_uid)
+    ds, pixel_problem = _parse(data, transfer_syntax_uid)
     try:
-        return _validate(ds, has_pixels, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
+        return _validate(ds, pixel_problem, sop_class_uid, sop_instance_uid, transfer_syntax_uid)
     except Rejection:
         raise
     except Exception as exc:  # a lazily decoded element that cannot be read
@@ -107,29 +106,25 @@ def read_header(data: bytes, *, sop_class_uid: str, sop_instance_uid: str, trans
         raise Rejection(CANNOT_UNDERSTAND, "unreadable", detail) from exc
 
 
-def _parse(data: bytes, transfer_syntax_uid: str) -> tuple[Dataset, bool]:
-    """The data set up to its pixel data, and whether pixel data follows."""
+def _parse(data: bytes, transfer_syntax_uid: str) -> tuple[Dataset, tuple[str, str] | None]:
+    """The data set up to its pixel data, and what is wrong with its pixel data (None: nothing)."""
     fp = io.BytesIO(data)
     try:
         if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
-            ds = dcmread(fp, defer_size=1024)  # the inflated stream is not ours to peek into
-            return ds, any(int(tag) in _PIXEL_TAGS for tag in ds.keys())
+            ds = dcmread(fp)  # the inflated stream is not ours to peek into: read it all
+            return ds, pixels.problem_in(ds)
         ds = dcmread(fp, stop_before_pixels=True)
     except Exception as exc:
         detail = f"not a readable DICOM data set ({type(exc).__name__})"
         raise Rejection(CANNOT_UNDERSTAND, "unreadable", detail) from exc
-    return ds, _pixel_tag_follows(data, fp.tell(), transfer_syntax_uid)
+    return ds, pixels.problem_at(data, fp.tell(), ds, transfer_syntax_uid)
 
 
-def _pixel_tag_follows(data: bytes, offset: int, transfer_syntax_uid: str) -> bool:
-    if len(data) < offset + 8:
-        return False
-    fmt = ">HH" if transfer_syntax_uid == ExplicitVRBigEndian else "<HH"
-    group, element = struct.unpack_from(fmt, data, offset)
-    return (group << 16 | element) in _PIXEL_TAGS
-
-
-def _validate(ds: Dataset, has_pixels: bool, sop_class: str, sop_instance: str, syntax: str) -> InstanceHeader:
+def _validate(
+    ds: Dataset, pixel_problem: tuple[str, str] | None, sop_class: str, sop_instance: str, syntax: str
+) -> InstanceHeader:
+    if "SOPClassUID" not in ds:
+        raise Rejection(CANNOT_UNDERSTAND, "unreadable", "the data set has no SOP Class UID")
     if str(ds.get("SOPClassUID", "")) != sop_class:
         raise Rejection(DATASET_MISMATCH, "sop_class_mismatch",
                         f"data set SOP class {str(ds.get('SOPClassUID', ''))!r} differs from the request's {sop_class}")
@@ -142,9 +137,9 @@ def _validate(ds: Dataset, has_pixels: bool, sop_class: str, sop_instance: str, 
     modality = _text(ds, "Modality")
     if modality != "CT":
         raise Rejection(DATASET_MISMATCH, "modality", f"modality {modality!r} does not match a CT SOP class")
-    if not has_pixels:
-        raise Rejection(CANNOT_UNDERSTAND, "no_pixel_data", "the data set has no pixel data")
     _check_matrix(ds)
+    if pixel_problem is not None:
+        raise Rejection(CANNOT_UNDERSTAND, *pixel_problem)
     return InstanceHeader(
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
