@@ -153,6 +153,7 @@ class Classifier:
             "backbone": self.backbone,
             "image_size": self.image_size,
             "windowing": self.windowing,
+            "input_pool": self.metadata.input_pool,
             "backend": self.backend,
             "device": str(self.device),
             "detection_threshold": self.detection_threshold,

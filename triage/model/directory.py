@@ -28,7 +28,7 @@ from torch import nn
 from triage import __version__
 from triage.domain import ANY, CLASSES, SUBTYPES
 from triage.errors import ModelError
-from triage.model.network import build_network, check_backbone
+from triage.model.network import INPUT_POOLS, build_network, check_backbone
 
 LOGGER = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class ModelMetadata:
         Side of the square input (448, or 224 after max pooling; smaller sizes are allowed for tests).
     windowing
         ``sigmoid`` or ``linear``.
+    input_pool
+        Extra max-pooling inside the network before its first convolution (1: none).
     windows
         Channel name -> (level, width) in HU, in channel order.
     class_names
@@ -98,6 +100,7 @@ class ModelMetadata:
     image_size: int
     stages: Mapping[str, StageFile]
     windowing: str = "sigmoid"
+    input_pool: int = 1
     windows: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_WINDOWS))
     class_names: tuple[str, ...] = CLASSES
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0.5))
@@ -241,14 +244,14 @@ def load_model_directory(model_dir: Path) -> tuple[ModelMetadata, dict[str, nn.M
     networks = {}
     for stage, outputs in STAGE_OUTPUTS.items():
         state = _read_weights(model_dir, stage, meta.stages[stage])
-        network = build_network(meta.backbone, len(outputs))
+        network = build_network(meta.backbone, len(outputs), input_pool=meta.input_pool)
         try:
             network.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             first = str(exc).splitlines()[0:3]
             raise ModelError(
                 f"weights {meta.stages[stage].file!r} do not fit backbone {meta.backbone!r} "
-                f"with {len(outputs)} output(s): {' '.join(first)[:400]}"
+                f"(input_pool {meta.input_pool}) with {len(outputs)} output(s): {' '.join(first)[:400]}"
             ) from exc
         networks[stage] = network.eval()
     return meta, networks
@@ -305,6 +308,7 @@ def _validate(data: Any, model_dir: Path) -> ModelMetadata:
         image_size=image_size,
         stages=_validate_stages(_require(data, "stages", dict)),
         windowing=windowing,
+        input_pool=_input_pool(data.get("input_pool", 1)),
         windows=_validate_windows(_require(data, "windows", dict)),
         class_names=class_names,
         thresholds=_validate_thresholds(_require(data, "thresholds", dict)),
@@ -316,6 +320,12 @@ def _validate(data: Any, model_dir: Path) -> ModelMetadata:
         triage_version=str(data.get("triage_version", "")),
         format_version=version,
     )
+
+
+def _input_pool(value: Any) -> int:
+    if isinstance(value, bool) or value not in INPUT_POOLS:
+        raise ModelError(f"{METADATA_FILE}: input_pool is {value!r}, expected one of {INPUT_POOLS}")
+    return int(value)
 
 
 def _probability(key: str, value: Any) -> float:

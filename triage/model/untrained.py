@@ -10,7 +10,9 @@ from triage.model.directory import STAGE_OUTPUTS, save_model_directory
 from triage.model.network import build_network
 
 
-def save_random_model(out: Path, *, backbone: str = "resnet18", image_size: int = 64, seed: int = 0) -> Path:
+def save_random_model(
+    out: Path, *, backbone: str = "resnet18", image_size: int = 64, seed: int = 0, input_pool: int = 1
+) -> Path:
     """Write a valid model directory whose two stages hold random (untrained) weights.
 
     Parameters
@@ -23,6 +25,8 @@ def save_random_model(out: Path, *, backbone: str = "resnet18", image_size: int 
         Input side recorded in ``model.json``.
     seed
         Seed of the random initialisation (the global torch RNG is left untouched).
+    input_pool
+        Max-pooling factor in front of the network (see :func:`triage.model.build_network`).
 
     Returns
     -------
@@ -31,13 +35,17 @@ def save_random_model(out: Path, *, backbone: str = "resnet18", image_size: int 
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        networks = {stage: build_network(backbone, len(outputs)) for stage, outputs in STAGE_OUTPUTS.items()}
+        networks = {
+            stage: build_network(backbone, len(outputs), input_pool=input_pool)
+            for stage, outputs in STAGE_OUTPUTS.items()
+        }
     save_model_directory(
         Path(out),
         networks,
         name=f"untrained-{backbone}",
         backbone=backbone,
         image_size=image_size,
+        input_pool=input_pool,
         initialisation=f"random (untrained, seed {seed})",
         training={"note": "untrained weights: the outputs mean nothing"},
     )
