@@ -201,9 +201,10 @@ def storescp(tmp_path: Path) -> Iterator[Storescp]:
     server.stop()
 
 
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    server = Orthanc(tmp_path / "orthanc")
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """One Orthanc for a test module (it takes seconds to stop); tests compare instance lists."""
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
     yield server
     server.stop()
 
