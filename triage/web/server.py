@@ -50,7 +50,7 @@ class WebServer:
             proxy_headers=True, timeout_graceful_shutdown=GRACEFUL_SECONDS, access_log=True,
         )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="triage-web", daemon=True)
+        thread = threading.Thread(target=_serve, args=(server,), name="triage-web", daemon=True)
         thread.start()
         deadline = time.monotonic() + START_TIMEOUT
         while not server.started:
@@ -74,6 +74,14 @@ class WebServer:
             self._server.force_exit = True
             self._thread.join(timeout=5)
         self._server = self._thread = None
+
+
+def _serve(server: uvicorn.Server) -> None:
+    """Run uvicorn; it leaves with SystemExit when it cannot listen (it has logged why)."""
+    try:
+        server.run()
+    except SystemExit as exc:
+        LOGGER.error("the web server stopped (exit status %s)", exc.code)
 
 
 def _bound_port(server: uvicorn.Server, configured: int) -> int:
