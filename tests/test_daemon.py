@@ -13,7 +13,8 @@ from triage.db import migrate
 
 
 def _serve_until_running(tmp_path: Path, database_url: str, *args: str) -> tuple[int, str]:
-    env = triage_env(TRIAGE_DATABASE_URL=database_url, TRIAGE_DATA_DIR=str(tmp_path / "data"))
+    env = triage_env(TRIAGE_DATABASE_URL=database_url, TRIAGE_DATA_DIR=str(tmp_path / "data"),
+                     TRIAGE_WEB__SECRET_KEY="daemon-test-secret-key-0123456789")
     log = tmp_path / "serve.log"
     proc = start_triage("serve", "--dicom-port", "0", "--web-port", "0", *args, env=env, cwd=tmp_path, log=log)
     try:
