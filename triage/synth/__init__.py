@@ -1,12 +1,22 @@
-"""Synthetic head-CT phantoms with the five hemorrhage subtypes, written as DICOM series."""
+"""Synthetic head-CT phantoms with the five hemorrhage subtypes, written as DICOM series.
 
-from __future__ import annotations
+``make_study`` renders one study in memory (for tests and the demo); ``write_dataset`` is
+``triage synth``. docs/phantoms.md describes the anatomy, the bleeds and the file layouts.
+"""
 
-from pathlib import Path
+from triage.synth.bleeds import BleedOptions, choose_subtypes
+from triage.synth.study import PhantomStudy, make_study
+from triage.synth.writer import KAGGLE_CSV, KAGGLE_DIR, SLICE_CSV, STUDY_CSV, study_plan, write_dataset
 
-
-def write_dataset(
-    out: Path, *, studies: int, seed: int, slices: int, positive_fraction: float, kaggle: bool
-) -> str:
-    """Write ``studies`` phantom studies under ``out``; return a one-line summary (not built yet)."""
-    raise NotImplementedError("triage synth is not built yet")
+__all__ = [
+    "KAGGLE_CSV",
+    "KAGGLE_DIR",
+    "SLICE_CSV",
+    "STUDY_CSV",
+    "BleedOptions",
+    "PhantomStudy",
+    "choose_subtypes",
+    "make_study",
+    "study_plan",
+    "write_dataset",
+]
