@@ -88,7 +88,9 @@ class Study(Base):
     acknowledged_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
 
-    series: Mapped[list[Series]] = relationship(back_populates="study", order_by="Series.id", passive_deletes=True)
+    series: Mapped[list[Series]] = relationship(
+        back_populates="study", order_by="Series.id", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     __table_args__ = (Index("ix_studies_worklist", "flagged", "score", "first_received_at"),)
 
@@ -123,10 +125,10 @@ class Series(Base):
 
     study: Mapped[Study] = relationship(back_populates="series")
     instances: Mapped[list[Instance]] = relationship(
-        back_populates="series", order_by="Instance.id", passive_deletes=True
+        back_populates="series", order_by="Instance.id", cascade="all, delete-orphan", passive_deletes=True
     )
     result: Mapped[SeriesResult | None] = relationship(
-        back_populates="series", uselist=False, passive_deletes=True
+        back_populates="series", uselist=False, cascade="all, delete-orphan", passive_deletes=True
     )
 
 
