@@ -125,9 +125,10 @@ def _validate(
 ) -> InstanceHeader:
     if "SOPClassUID" not in ds:
         raise Rejection(CANNOT_UNDERSTAND, "unreadable", "the data set has no SOP Class UID")
-    if str(ds.get("SOPClassUID", "")) != sop_class:
-        raise Rejection(DATASET_MISMATCH, "sop_class_mismatch",
-                        f"data set SOP class {str(ds.get('SOPClassUID', ''))!r} differs from the request's {sop_class}")
+    data_set_class = check_uid(ds.SOPClassUID, "SOP Class UID")
+    if data_set_class != sop_class:
+        detail = f"data set SOP class {data_set_class} differs from the request's {sop_class}"
+        raise Rejection(DATASET_MISMATCH, "sop_class_mismatch", detail)
     check_uid(sop_instance, "Affected SOP Instance UID")
     if str(ds.get("SOPInstanceUID", "")) != sop_instance:
         detail = "data set SOP Instance UID differs from the request's"
@@ -136,7 +137,7 @@ def _validate(
     series = check_uid(ds.get("SeriesInstanceUID"), "Series Instance UID")
     modality = _text(ds, "Modality")
     if modality != "CT":
-        raise Rejection(DATASET_MISMATCH, "modality", f"modality {modality!r} does not match a CT SOP class")
+        raise Rejection(DATASET_MISMATCH, "modality", f"modality {modality[:32]!r} does not match a CT SOP class")
     _check_matrix(ds)
     if pixel_problem is not None:
         raise Rejection(CANNOT_UNDERSTAND, *pixel_problem)
