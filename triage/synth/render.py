@@ -109,11 +109,11 @@ class SliceRenderer:
         img = np.full(g.r.shape, AIR, dtype=np.float32)
         skin = a.skin_table(t)
         bone_outer = skin - a.scalp_table(t)
-        r_in_table = np.maximum(bone_outer - a.skull_table(t), 2.0)
+        r_in_table = np.maximum(bone_outer - a.skull_table(t), 2.0).astype(np.float32)
         r_in = np.take(r_in_table, g.bins, out=self.arena("r_in"), mode="wrap")
         counts: dict[str, int] = {}
         extra, thickness = self._extra_axial(t, r_in, counts)
-        brain_table = r_in_table - np.maximum(a.gap, thickness + 0.4 * (thickness > 0))
+        brain_table = (r_in_table - np.maximum(a.gap, thickness + 0.4 * (thickness > 0))).astype(np.float32)
         ctx = self._layers(t, img, skin, bone_outer, r_in, brain_table, thickness)
         self._structures(ctx, brain_table)
         for bleed in self.bleeds:
