@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 
 import highdicom as hd
@@ -141,10 +142,12 @@ def test_a_pacs_that_is_down_is_retried(factory, alert_settings):
 
 def test_a_wrong_called_ae_title_is_rejected_and_recorded(factory, alert_settings, orthanc):
     use_dicom(alert_settings, "NOT-ORTHANC", orthanc.dicom_port)
+    alert_settings.alerts.dicom.timeout_seconds = 30.0
     add_case(factory, alert_settings, flagged=("any",), slices=2)
     before = orthanc.instances()
     assert dispatch_due(factory, alert_settings) == 0
-    assert "rejected" in rows(factory, channel="dicom")[0].last_error
+    [row] = rows(factory, channel="dicom")
+    assert re.search(r"association with NOT-ORTHANC@127\.0\.0\.1:\d+ rejected", row.last_error), row.last_error
     assert orthanc.instances() == before
 
 

@@ -127,3 +127,11 @@ def test_stop_is_safe_twice_and_on_a_stopped_scheduler(factory, alert_settings):
     service.stop()
     service.stop()
     assert scheduler.get_jobs() == []
+
+
+def test_a_pass_takes_no_row_once_asked_to_stop(factory, alert_settings, webhook):
+    use_webhook(alert_settings, webhook)
+    add_case(factory, alert_settings, flagged=("any",))
+    assert dispatch_due(factory, alert_settings, stop=lambda: True) == 0
+    assert webhook.requests == [] and rows(factory, channel="webhook")[0].attempts == 0
+    assert dispatch_due(factory, alert_settings, stop=lambda: False) == 1

@@ -12,11 +12,11 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -99,13 +99,17 @@ def _attempt(factory: sessionmaker[Session], settings: Settings, claim: Claim, a
 
 
 def dispatch_channel(factory: sessionmaker[Session], settings: Settings, channel: str,
-                     now: dt.datetime | None = None, budget_seconds: float = CHANNEL_BUDGET_SECONDS) -> int:
-    """Send the due rows of one channel, each at most once in this pass; return how many were delivered."""
+                     now: dt.datetime | None = None, budget_seconds: float = CHANNEL_BUDGET_SECONDS,
+                     stop: Callable[[], bool] | None = None) -> int:
+    """Send the due rows of one channel, each at most once in this pass; return how many were delivered.
+
+    The pass takes no new row after ``budget_seconds`` or once ``stop()`` is true (daemon shutdown).
+    """
     at = now or utcnow()
     lease = claim_lease_seconds(settings, channel)
     deadline = time.monotonic() + budget_seconds
     delivered = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop is not None and stop()):
         try:
             with transaction(factory) as session:
                 claim = claim_next(session, channel, at, lease)
@@ -122,12 +126,17 @@ def dispatch_channel(factory: sessionmaker[Session], settings: Settings, channel
             metrics.CANCELLED.labels(channel).inc()
             LOGGER.info("alert %d (%s %s) cancelled: %s", claim.id, channel, claim.kind, reason)
             continue
-        delivered += _attempt(factory, settings, claim, at, simulated=now is not None)
+        try:
+            delivered += _attempt(factory, settings, claim, at, simulated=now is not None)
+        except SQLAlchemyError as exc:  # the outcome could not be written: the claim's lease brings it back
+            LOGGER.warning("dispatcher (%s): could not record the outcome of alert %d (%s)",
+                           channel, claim.id, type(exc).__name__)
+            break
     return delivered
 
 
 def dispatch_due(factory: sessionmaker[Session], settings: Settings, now: dt.datetime | None = None,
-                 channels: Iterable[str] | None = None) -> int:
+                 channels: Iterable[str] | None = None, stop: Callable[[], bool] | None = None) -> int:
     """Send every due ``pending`` outbox row, the channels in parallel; return how many were delivered.
 
     Parameters
@@ -141,12 +150,14 @@ def dispatch_due(factory: sessionmaker[Session], settings: Settings, now: dt.dat
         Tests pass it to step through backoff without waiting; the scheduler leaves it out.
     channels
         Only these channels (default: all).
+    stop
+        Checked before each row: once it returns true, no new row is taken (the scheduler's shutdown).
     """
     chosen = tuple(channels) if channels is not None else ALL_CHANNELS
     if len(chosen) == 1:
-        return dispatch_channel(factory, settings, chosen[0], now)
+        return dispatch_channel(factory, settings, chosen[0], now, stop=stop)
     with ThreadPoolExecutor(max_workers=len(chosen), thread_name_prefix="alerts") as pool:
-        futures = [pool.submit(dispatch_channel, factory, settings, channel, now) for channel in chosen]
+        futures = [pool.submit(dispatch_channel, factory, settings, channel, now, stop=stop) for channel in chosen]
         return sum(future.result() for future in futures)
 
 
@@ -168,7 +179,7 @@ class AlertService:
         every = self.settings.alerts.dispatch_seconds
         for channel in ALL_CHANNELS:
             self._add(f"alerts.dispatch.{channel}", dispatch_due, every,
-                      factory=self.factory, settings=self.settings, channels=(channel,))
+                      factory=self.factory, settings=self.settings, channels=(channel,), stop=self._stopping)
         minutes = self.settings.alerts.escalate_after_minutes
         check = max(1.0, min(ESCALATION_CHECK_SECONDS, minutes * 60.0 / 4)) if minutes else ESCALATION_CHECK_SECONDS
         self._add("alerts.escalate", escalate_due, check, factory=self.factory, settings=self.settings)
@@ -181,6 +192,9 @@ class AlertService:
         self.scheduler.add_job(func, "interval", seconds=seconds, id=job_id, name=job_id, kwargs=kwargs,
                                replace_existing=True, coalesce=True, max_instances=1)
         self.job_ids.append(job_id)
+
+    def _stopping(self) -> bool:
+        return bool(self.scheduler.state == STATE_STOPPED)
 
     def stop(self) -> None:
         """Remove the jobs (a pass in progress finishes its current row; nothing sent is lost)."""
