@@ -114,7 +114,6 @@ def build_sr(inputs: ReportInputs, now: dt.datetime | None = None) -> hd.sr.Enha
         observation_context=hd.sr.ObservationContext(observer_device_context=_device(key, version)),
         procedure_reported=CT_OF_HEAD,
         imaging_measurements=[_group(name, inputs, algorithm) for name in CLASSES],
-        referenced_images=list(inputs.evidence.values()),
     )
     now = now or dt.datetime.now(dt.UTC)
     return hd.sr.EnhancedSR(

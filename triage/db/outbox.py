@@ -276,12 +276,13 @@ def decide_notice(told: Told, desired: Sequence[str], provisional: bool, channel
 
 def _enqueue_notice(
     session: Session, settings: Settings, channel: str, study: Study, series: Series, result: SeriesResult,
-    now: dt.datetime,
+    now: dt.datetime, findings: StudyFindings,
 ) -> Alert | None:
     # Two workers may decide at once for two series of one study: the loser's insert does nothing,
     # and deciding again (the winner's row is visible by then) turns its findings into an update.
-    for _ in range(3):
-        findings = study_findings(session, study, series, result)
+    for attempt in range(3):
+        if attempt:
+            findings = study_findings(session, study, series, result)
         told = told_so_far(session, study.id, channel)
         decision = decide_notice(told, findings.flagged_classes, bool(result.provisional), channel, study.study_uid)
         if decision is None:
@@ -322,9 +323,11 @@ def enqueue_alerts(
     now = utcnow()
     channels = enabled_channels(session, settings)
     added: list[Alert] = []
-    for channel in NOTIFY_CHANNELS:
-        if channel in channels:
-            alert = _enqueue_notice(session, settings, channel, study, series, result, now)
+    notify = [channel for channel in NOTIFY_CHANNELS if channel in channels]
+    if notify:
+        findings = study_findings(session, study, series, result)
+        for channel in notify:
+            alert = _enqueue_notice(session, settings, channel, study, series, result, now, findings)
             if alert is not None:
                 added.append(alert)
     if AlertChannel.DICOM.value in channels and not result.provisional and not result.error:
