@@ -161,16 +161,19 @@ def key_image(session: Session, store: Path, parent: Series, sop_instance_uid: s
 
 
 def phantom_png(size: int = 256) -> bytes:
-    """A brain-windowed looking axial slice with a heat map over a crescent near the skull."""
+    """A brain-windowed looking axial slice with a subdural crescent and a heat map over it."""
     y, x = np.mgrid[0:size, 0:size] / (size - 1) * 2 - 1
-    r = np.hypot(x / 0.78, y / 0.92)
-    grey = np.where(r < 1.0, 0.45 + 0.08 * np.cos(6 * x) * np.cos(5 * y), 0.0)
-    grey = np.where((r > 0.93) & (r < 1.0), 1.0, grey)
-    grey = np.where(np.hypot(x / 0.12, (y + 0.05) / 0.25) < 1, 0.2, grey)
-    bleed = np.exp(-(((x - 0.55) / 0.14) ** 2 + ((y + 0.2) / 0.3) ** 2))
-    grey = np.clip(grey + 0.35 * bleed * (r < 0.93), 0, 1)
-    heat = bleed / bleed.max()
-    alpha = np.clip((heat - 0.35) / 0.65, 0, 1)[..., None] * 0.55
+    head = np.hypot(x / 0.78, y / 0.92)
+    brain = head < 0.93
+    grey = np.where(brain, 0.42 + 0.05 * np.cos(9 * x + 3 * y) * np.cos(7 * y), 0.0)
+    grey = np.where(brain & (np.hypot(x / 0.55, y / 0.72) > 1.0), grey + 0.08, grey)  # cortex
+    grey = np.where((head >= 0.93) & (head < 1.0), 0.97, grey)  # skull
+    for cx in (-0.09, 0.09):  # lateral ventricles
+        grey = np.where(np.hypot((x - cx) / 0.07, (y + 0.05) / 0.26) < 1, 0.12, grey)
+    crescent = brain & (np.hypot((x - 0.2) / 0.72, y / 0.86) > 0.93) & (x > 0.1) & (np.abs(y) < 0.6)
+    grey = np.where(crescent, 0.78, grey)
+    heat = np.exp(-(((x - 0.6) / 0.2) ** 2 + (y / 0.5) ** 2))
+    alpha = np.clip((heat - 0.25) / 0.75, 0, 1)[..., None] * 0.6
     colour = np.stack([0.85 + 0.15 * heat, 0.1 + 0.85 * heat, 0.05 + 0.2 * heat], axis=-1)
     rgb = grey[..., None] * (1 - alpha) + colour * alpha
     buffer = io.BytesIO()

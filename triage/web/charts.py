@@ -33,9 +33,9 @@ ABBREVIATIONS: Mapping[str, str] = {
 class ChartBox:
     """Size of the chart and its margins, in SVG user units."""
 
-    width: int = 760
-    height: int = 280
-    left: int = 48
+    width: int = 1100
+    height: int = 300
+    left: int = 52
     right: int = 16
     top: int = 14
     bottom: int = 40

@@ -58,7 +58,7 @@
         cell.append(el('span', { class: 'finding finding-' + name, title: name, text: ABBR[name] + ' ' + pct(p[name]) }));
       });
     } else cell.append(el('span', { class: 'finding finding-none', text: 'No ICH · ' + pct(p.any) }));
-    if (s.error) cell.append(el('div', { class: 'reason small', title: s.error, text: s.error.length > 80 ? s.error.slice(0, 77) + '...' : s.error }));
+    if (s.error && s.error !== s.status_reason) cell.append(el('div', { class: 'reason small', title: s.error, text: s.error.length > 80 ? s.error.slice(0, 77) + '...' : s.error }));
     return cell;
   }
 
