@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from prometheus_client import REGISTRY
+from pydicom.data import get_testdata_file
 from pynetdicom import AE
 from sqlalchemy import select
 
@@ -150,3 +152,20 @@ def test_stop_lets_a_running_association_finish(scp_settings, factory, tmp_path:
             socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
     finally:
         ae.shutdown()
+
+
+def test_counters_for_metrics(scp: DicomServer, tmp_path: Path) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (value("triage_dicom_instances_stored_total"), value("triage_dicom_duplicates_total"),
+              value("triage_dicom_rejections_total", reason="sop_class", status="0x0122"),
+              value("triage_dicom_associations_total", result="accepted"), value("triage_dicom_echoes_total"))
+    paths = write_series(tmp_path / "in", ct_series(2, seed=30))
+    storescu(scp.port, *paths, get_testdata_file("MR_small.dcm"), extra=("--no-halt",))
+    storescu(scp.port, paths[0])
+    echoscu(scp.port)
+    after = (value("triage_dicom_instances_stored_total"), value("triage_dicom_duplicates_total"),
+             value("triage_dicom_rejections_total", reason="sop_class", status="0x0122"),
+             value("triage_dicom_associations_total", result="accepted"), value("triage_dicom_echoes_total"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 3, 1]
