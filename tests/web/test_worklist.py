@@ -99,6 +99,9 @@ def test_status_is_derived_from_the_series(client: TestClient, factory: sessionm
     assert items["MIXED"]["status_reason"] is None
     assert items["NA"]["probabilities"]["any"] is None
     assert items["NA"]["num_instances"] == 8
+    for status in {v["status"] for v in items.values()}:  # the SQL filter agrees with the derivation
+        listed = client.get("/api/worklist", params={"status": status}, headers=_bearer(token)).json()["studies"]
+        assert {i["accession_number"] for i in listed} == {k for k, v in items.items() if v["status"] == status}
 
 
 def test_study_probabilities_are_the_max_over_series(

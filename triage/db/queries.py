@@ -134,11 +134,9 @@ def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
 
 
-def _filtered(statement: Select[Any], status: ColumnElement[str], filt: WorklistFilter) -> Select[Any]:
+def _filtered(statement: Select[Any], filt: WorklistFilter) -> Select[Any]:
     if filt.flagged is not None:
         statement = statement.where(Study.flagged.is_(filt.flagged))
-    if filt.status:
-        statement = statement.where(status == filt.status)
     if filt.date_from is not None:
         statement = statement.where(Study.first_received_at >= _day_start(filt.date_from))
     if filt.date_to is not None and filt.date_to < dt.date.max:
@@ -165,21 +163,32 @@ def worklist(session: Session, filt: WorklistFilter | None = None, *, limit: int
         The page to return.
     """
     filt = filt or WorklistFilter()
-    counts = _series_counts().subquery()
-    status = status_expression(counts).label("status")
-    base = select(Study, status, counts.c.num_instances, counts.c.num_series).outerjoin(
-        counts, counts.c.study_id == Study.id
-    )
-    base = _filtered(base, status, filt)
+    base = select(Study)
+    if filt.status:  # only this filter needs every study's series states
+        counts = _series_counts().subquery()
+        base = base.outerjoin(counts, counts.c.study_id == Study.id).where(status_expression(counts) == filt.status)
+    base = _filtered(base, filt)
     total = session.scalar(select(func.count()).select_from(base.order_by(None).subquery())) or 0
-    rows = session.execute(base.order_by(*priority_order()).limit(limit).offset(offset)).all()
-    studies = [row[0] for row in rows]
-    details = _series_details(session, [s.id for s in studies])
-    items = [
-        _item(study, str(st), int(n or 0), int(ns or 0), details.get(study.id, []))
-        for study, st, n, ns in rows
-    ]
-    return WorklistPage(items=items, total=int(total))
+    studies = list(session.scalars(base.order_by(*priority_order()).limit(limit).offset(offset)))
+    return WorklistPage(items=_items(session, studies), total=int(total))
+
+
+def _items(session: Session, studies: Sequence[Study]) -> list[WorklistItem]:
+    ids = [s.id for s in studies]
+    summaries = {row.study_id: row for row in session.execute(_series_counts().where(Series.study_id.in_(ids)))}
+    details = _series_details(session, ids)
+    items = []
+    for study in studies:
+        row = summaries.get(study.id)
+        counts = {state: int(getattr(row, f"n_{state}") or 0) for state in STUDY_STATUSES} if row else {}
+        items.append(_item(study, derive_status(counts), int(row.num_instances or 0) if row else 0,
+                           int(row.num_series or 0) if row else 0, details.get(study.id, [])))
+    return items
+
+
+def derive_status(counts: Mapping[str, int]) -> str:
+    """The study status from how many of its series are in each state (as :func:`status_expression`)."""
+    return next((state for state in STUDY_STATUSES if counts.get(state, 0) > 0), SeriesState.RECEIVING.value)
 
 
 @dataclass
@@ -286,18 +295,8 @@ def _item(study: Study, status: str, num_instances: int, num_series: int,
 
 def worklist_item(session: Session, study_uid: str) -> WorklistItem | None:
     """The worklist row of one study, or None when the UID is unknown."""
-    counts = _series_counts().subquery()
-    status = status_expression(counts)
-    row = session.execute(
-        select(Study, status, counts.c.num_instances, counts.c.num_series)
-        .outerjoin(counts, counts.c.study_id == Study.id)
-        .where(Study.study_uid == study_uid)
-    ).first()
-    if row is None:
-        return None
-    study, st, n, ns = row
-    details = _series_details(session, [study.id])
-    return _item(study, str(st), int(n or 0), int(ns or 0), details.get(study.id, []))
+    study = session.scalars(select(Study).where(Study.study_uid == study_uid)).first()
+    return None if study is None else _items(session, [study])[0]
 
 
 # -- one study ----------------------------------------------------------------------------------------
