@@ -178,6 +178,11 @@ def rows(factory, **where) -> list[Alert]:
         return list(session.scalars(query))
 
 
+def outbox(factory) -> list[tuple[str, str, str, int, str | None]]:
+    """(channel, kind, state, attempts, last_error) of every row: the message of a failed assertion."""
+    return [(a.channel, a.kind, a.state, a.attempts, a.last_error) for a in rows(factory)]
+
+
 @pytest.fixture
 def webhook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver().start()
@@ -232,7 +237,7 @@ def use_mail(settings: Settings, sink: MailSink, **extra: object) -> None:
     smtp.port = sink.port  # type: ignore[attr-defined]
     smtp.sender = "triage@example.org"
     smtp.recipients = ["oncall@example.org", "neuro@example.org"]
-    smtp.timeout_seconds = 5.0
+    smtp.timeout_seconds = 15.0
     for key, value in extra.items():
         setattr(smtp, key, value)
 

@@ -12,7 +12,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.sr.codedict import codes
 
-from tests.alerts.conftest import add_case, rows, use_dicom
+from tests.alerts.conftest import add_case, outbox, rows, use_dicom
 from tests.helpers import free_port
 from triage.alerts.dispatcher import dispatch_due
 from triage.alerts.report import FINDING_CODES
@@ -54,7 +54,7 @@ def _check_with_dcmtk(path) -> None:
 def test_the_report_reaches_storescp_and_reads_back(factory, alert_settings, storescp):
     use_dicom(alert_settings, storescp.ae_title, storescp.port)
     case = add_case(factory, alert_settings, flagged=("any", "subdural"), slices=6)
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     files = {dcmread(path, stop_before_pixels=True).Modality: path for path in storescp.files()}
     assert sorted(files) == ["KO", "SR"]  # key objects are on by default, the heat map is off
     sr_path = files["SR"]
@@ -118,7 +118,7 @@ def test_orthanc_stores_the_report_key_objects_and_heat_map(factory, alert_setti
         session.add(KeyImage(series_id=case.series_id, sop_instance_uid=case.sop_uids[0],
                              path="keyimages/heat.png", kind="heatmap"))
     before = set(orthanc.instances())
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     stored = [dcmread(io.BytesIO(orthanc.file(i))) for i in set(orthanc.instances()) - before]
     by_modality = {ds.Modality: ds for ds in stored}
     assert sorted(by_modality) == ["KO", "OT", "SR"]
@@ -135,7 +135,7 @@ def test_a_pacs_that_is_down_is_retried(factory, alert_settings):
     use_dicom(alert_settings, "PACS", free_port())
     alert_settings.alerts.dicom.timeout_seconds = 2.0
     add_case(factory, alert_settings, flagged=("any",), slices=2)
-    assert dispatch_due(factory, alert_settings) == 0
+    assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     [row] = rows(factory, channel="dicom")
     assert row.state == "pending" and "association with PACS@127.0.0.1" in row.last_error
 
@@ -145,7 +145,7 @@ def test_a_wrong_called_ae_title_is_rejected_and_recorded(factory, alert_setting
     alert_settings.alerts.dicom.timeout_seconds = 30.0
     add_case(factory, alert_settings, flagged=("any",), slices=2)
     before = orthanc.instances()
-    assert dispatch_due(factory, alert_settings) == 0
+    assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     [row] = rows(factory, channel="dicom")
     assert re.search(r"association with NOT-ORTHANC@127\.0\.0\.1:\d+ rejected", row.last_error), row.last_error
     assert orthanc.instances() == before
@@ -156,6 +156,6 @@ def test_missing_source_files_are_a_clear_failure(factory, alert_settings, store
     case = add_case(factory, alert_settings, flagged=("any",), slices=2)
     for path in (alert_settings.store / case.study_uid).rglob("*.dcm"):
         path.unlink()
-    assert dispatch_due(factory, alert_settings) == 0
+    assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     assert "no stored source instance" in rows(factory, channel="dicom")[0].last_error
     assert storescp.files() == []

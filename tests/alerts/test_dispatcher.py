@@ -7,7 +7,7 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import REGISTRY
 
-from tests.alerts.conftest import add_case, rows, use_mail, use_webhook
+from tests.alerts.conftest import add_case, outbox, rows, use_mail, use_webhook
 from tests.helpers import wait_for
 from triage.alerts.dispatcher import AlertService, dispatch_due
 from triage.daemon import build_scheduler
@@ -47,7 +47,7 @@ def test_a_webhook_timeout_is_a_failure_and_the_email_still_goes(factory, alert_
     webhook.hold.set()
     add_case(factory, alert_settings, flagged=("any",))
     failed_before = _metric("triage_alerts_failed_total", channel="webhook")
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     webhook.release.set()
     hook = rows(factory, channel="webhook")[0]
     assert hook.state == "pending" and "timed out after 0.3 s" in hook.last_error
@@ -88,7 +88,7 @@ def test_rows_of_a_channel_switched_off_are_cancelled(factory, alert_settings, w
     add_case(factory, alert_settings, flagged=("any",))
     with transaction(factory) as session:
         set_admin_setting(session, ALERT_CHANNELS, {"webhook": False}, actor="admin")
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     hook = rows(factory, channel="webhook")[0]
     assert (hook.state, hook.last_error) == ("cancelled", "the channel is switched off by the admin")
     assert webhook.requests == [] and len(mail.messages) == 1
@@ -135,3 +135,21 @@ def test_a_pass_takes_no_row_once_asked_to_stop(factory, alert_settings, webhook
     assert dispatch_due(factory, alert_settings, stop=lambda: True) == 0
     assert webhook.requests == [] and rows(factory, channel="webhook")[0].attempts == 0
     assert dispatch_due(factory, alert_settings, stop=lambda: False) == 1
+
+
+def test_a_commit_with_outbox_rows_wakes_the_dispatcher_at_once(factory, alert_settings, webhook):
+    use_webhook(alert_settings, webhook)
+    alert_settings.alerts.dispatch_seconds = 3600  # polling alone would wait an hour
+    scheduler = build_scheduler()
+    service = AlertService(alert_settings, factory, scheduler)
+    service.start()
+    scheduler.start()
+    try:
+        add_case(factory, alert_settings, flagged=("any",))
+        wait_for(webhook.delivered, timeout=20)
+    finally:
+        service.stop()
+        scheduler.shutdown(wait=True)
+    with transaction(factory) as session:  # after stop, commits no longer touch the scheduler
+        session.info["triage.alerts.enqueued"] = {"webhook"}
+    assert len(webhook.requests) == 1

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import select
 
-from tests.alerts.conftest import add_case, rows, use_mail, use_webhook
+from tests.alerts.conftest import add_case, outbox, rows, use_mail, use_webhook
 from tests.helpers import wait_for
 from triage.alerts.dispatcher import dispatch_due
 from triage.alerts.escalation import escalate_due
@@ -23,7 +23,7 @@ def _alerted(factory, settings, webhook, mail):
     settings.alerts.escalate_after_minutes = 10
     case = add_case(factory, settings, flagged=("any", "subdural"))
     now = utcnow()
-    assert dispatch_due(factory, settings, now=now) == 2
+    assert dispatch_due(factory, settings, now=now) == 2, outbox(factory)
     return case, now
 
 
@@ -33,7 +33,7 @@ def test_an_unacknowledged_alert_escalates_once_per_interval(factory, alert_sett
     at = start + dt.timedelta(minutes=10, seconds=1)
     assert escalate_due(factory, alert_settings, now=at) == 1
     assert escalate_due(factory, alert_settings, now=at + dt.timedelta(minutes=5)) == 0  # same interval
-    assert dispatch_due(factory, alert_settings, now=at) == 1
+    assert dispatch_due(factory, alert_settings, now=at) == 1, outbox(factory)
     assert len(mail.messages) == 2
     message = mail.messages[-1]
     assert message["Subject"].startswith("[triage] ESCALATION")
@@ -72,7 +72,7 @@ def test_an_acknowledgement_before_sending_cancels_the_escalation(factory, alert
     assert escalate_due(factory, alert_settings, now=at) == 1
     with transaction(factory) as session:
         session.get(Study, case.study_id).acknowledged_at = at
-    assert dispatch_due(factory, alert_settings, now=at) == 0
+    assert dispatch_due(factory, alert_settings, now=at) == 0, outbox(factory)
     [row] = rows(factory, kind="escalation")
     assert (row.state, row.last_error) == ("cancelled", "the study was acknowledged")
     assert len(mail.messages) == 1
@@ -104,7 +104,7 @@ def test_escalation_after_a_short_real_delay(factory, alert_settings, webhook, m
     alert_settings.alerts.escalation_channel = "webhook"
     alert_settings.alerts.escalate_after_minutes = 0.01  # 0.6 s
     add_case(factory, alert_settings, flagged=("any",))
-    assert dispatch_due(factory, alert_settings) == 2
+    assert dispatch_due(factory, alert_settings) == 2, outbox(factory)
     assert escalate_due(factory, alert_settings) == 0
     time.sleep(0.7)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.alerts.conftest import add_case, rows, use_mail
+from tests.alerts.conftest import add_case, outbox, rows, use_mail
 from tests.alerts.receivers import MailSink, start_smtp
 from triage.alerts.dispatcher import dispatch_due
 
@@ -17,7 +17,7 @@ from triage.alerts.dispatcher import dispatch_due
 def test_the_email_arrives_with_plain_and_html_parts_and_no_patient_name(factory, alert_settings, mail):
     use_mail(alert_settings, mail)
     case = add_case(factory, alert_settings, flagged=("any", "subdural", "intraparenchymal"))
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     [message] = mail.messages
     assert mail.envelopes == [("triage@example.org", ["oncall@example.org", "neuro@example.org"])]
     assert "Suspected intracranial hemorrhage" in message["Subject"]
@@ -80,7 +80,7 @@ def test_starttls_and_login(factory, alert_settings, tls_mail):
     sink, cert, logins = tls_mail
     use_mail(alert_settings, sink, starttls=True, tls_ca=str(cert), username="triage", password="pw")
     add_case(factory, alert_settings, flagged=("any",))
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     assert len(sink.messages) == 1 and logins == [(b"triage", b"pw")]
 
 
@@ -88,7 +88,7 @@ def test_a_wrong_password_is_a_failure_with_the_reason(factory, alert_settings, 
     sink, cert, _ = tls_mail
     use_mail(alert_settings, sink, starttls=True, tls_ca=str(cert), username="triage", password="wrong")
     add_case(factory, alert_settings, flagged=("any",))
-    assert dispatch_due(factory, alert_settings) == 0
+    assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     [row] = rows(factory, channel="email")
     assert row.state == "pending" and "SMTPAuthenticationError" in row.last_error
     assert sink.messages == []
@@ -98,6 +98,6 @@ def test_an_untrusted_certificate_is_refused(factory, alert_settings, tls_mail):
     sink, _, _ = tls_mail
     use_mail(alert_settings, sink, starttls=True, username="triage", password="pw")
     add_case(factory, alert_settings, flagged=("any",))
-    assert dispatch_due(factory, alert_settings) == 0
+    assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     assert "SSLCertVerificationError" in rows(factory, channel="email")[0].last_error
     assert sink.messages == []

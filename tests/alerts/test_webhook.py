@@ -8,7 +8,7 @@ import hmac
 
 from sqlalchemy import select
 
-from tests.alerts.conftest import SECRET, add_case, rows, use_webhook
+from tests.alerts.conftest import SECRET, add_case, outbox, rows, use_webhook
 from triage.alerts.dispatcher import backoff_delay, dispatch_due
 from triage.alerts.webhook import verify_signature
 from triage.db.models import AuditEvent, Study, utcnow
@@ -17,7 +17,7 @@ from triage.db.models import AuditEvent, Study, utcnow
 def test_the_webhook_arrives_signed_with_its_idempotency_key(factory, alert_settings, webhook):
     use_webhook(alert_settings, webhook)
     case = add_case(factory, alert_settings, flagged=("any", "subdural"))
-    assert dispatch_due(factory, alert_settings) == 1
+    assert dispatch_due(factory, alert_settings) == 1, outbox(factory)
     [request] = webhook.requests
     expected = "sha256=" + hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
     assert request.headers["X-Triage-Signature"] == expected
@@ -45,7 +45,7 @@ def test_a_receiver_that_fails_twice_gets_the_alert_exactly_once_more(factory, a
     webhook.statuses = [500, 500]
     add_case(factory, alert_settings, flagged=("any",))
     now = utcnow()
-    assert dispatch_due(factory, alert_settings, now=now) == 0
+    assert dispatch_due(factory, alert_settings, now=now) == 0, outbox(factory)
     [row] = rows(factory, channel="webhook")
     delay = (row.next_attempt_at - now).total_seconds()
     assert 0.5 <= delay <= 1.0  # first backoff: base 1 s with equal jitter
@@ -53,13 +53,13 @@ def test_a_receiver_that_fails_twice_gets_the_alert_exactly_once_more(factory, a
     assert dispatch_due(factory, alert_settings, now=now) == 0  # not due yet: nothing is sent
     assert len(webhook.requests) == 1
     now += dt.timedelta(seconds=1)
-    assert dispatch_due(factory, alert_settings, now=now) == 0
+    assert dispatch_due(factory, alert_settings, now=now) == 0, outbox(factory)
     [row] = rows(factory, channel="webhook")
     assert 1.0 <= (row.next_attempt_at - now).total_seconds() <= 2.0  # second backoff: 2 s
     now += dt.timedelta(seconds=2)
-    assert dispatch_due(factory, alert_settings, now=now) == 1
+    assert dispatch_due(factory, alert_settings, now=now) == 1, outbox(factory)
     now += dt.timedelta(seconds=60)
-    assert dispatch_due(factory, alert_settings, now=now) == 0
+    assert dispatch_due(factory, alert_settings, now=now) == 0, outbox(factory)
     assert [r.status for r in webhook.requests] == [500, 500, 200]
     assert len(webhook.delivered()) == 1
     assert len({r.headers["X-Triage-Idempotency-Key"] for r in webhook.requests}) == 1
@@ -93,7 +93,7 @@ def test_an_unreachable_receiver_is_a_failure_not_a_crash(factory, alert_setting
 
     alert_settings.alerts.webhook.url = f"http://127.0.0.1:{free_port()}/hook"
     add_case(factory, alert_settings, flagged=("any",))
-    assert dispatch_due(factory, alert_settings) == 0
+    assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     [row] = rows(factory, channel="webhook")
     assert row.state == "pending" and row.attempts == 1 and "ConnectError" in row.last_error
 

@@ -1,7 +1,8 @@
 """The alert dispatcher: sends due outbox rows on each channel, retries with backoff, gives up visibly.
 
 Each channel is sent from its own thread (and has its own scheduler job in the daemon), so a slow or
-dead receiver delays only its own rows. Each row is claimed before it is sent (see
+dead receiver delays only its own rows. In the daemon, a commit that adds outbox rows runs the
+channel's job at once (no wait for the next poll). Each row is claimed before it is sent (see
 ``triage.db.outbox.claim_next``), so two dispatchers never send one row at the same time; a row is
 sent at least once, with its idempotency key in the message so receivers can drop repeats.
 """
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +30,7 @@ from triage.db.models import utcnow
 from triage.db.outbox import (
     ALERT,
     ALL_CHANNELS,
+    ENQUEUED,
     Claim,
     cancel,
     cancel_reason,
@@ -105,11 +108,11 @@ def dispatch_channel(factory: sessionmaker[Session], settings: Settings, channel
 
     The pass takes no new row after ``budget_seconds`` or once ``stop()`` is true (daemon shutdown).
     """
-    at = now or utcnow()
     lease = claim_lease_seconds(settings, channel)
     deadline = time.monotonic() + budget_seconds
     delivered = 0
     while time.monotonic() < deadline and not (stop is not None and stop()):
+        at = now or utcnow()  # real time: rows queued during the pass are taken too
         try:
             with transaction(factory) as session:
                 claim = claim_next(session, channel, at, lease)
@@ -183,6 +186,8 @@ class AlertService:
         minutes = self.settings.alerts.escalate_after_minutes
         check = max(1.0, min(ESCALATION_CHECK_SECONDS, minutes * 60.0 / 4)) if minutes else ESCALATION_CHECK_SECONDS
         self._add("alerts.escalate", escalate_due, check, factory=self.factory, settings=self.settings)
+        event.listen(self.factory, "after_commit", self._after_commit)
+        event.listen(self.factory, "after_rollback", self._after_rollback)
         configured = sorted(configured_channels(self.settings))
         LOGGER.info("alert channels configured: %s", ", ".join(configured) or "none (alerts stay in the outbox)")
         if "webhook" in configured and not self.settings.alerts.webhook.secret:
@@ -193,11 +198,24 @@ class AlertService:
                                replace_existing=True, coalesce=True, max_instances=1)
         self.job_ids.append(job_id)
 
+    def _after_commit(self, session: Session) -> None:
+        for channel in session.info.pop(ENQUEUED, ()):
+            job = self.scheduler.get_job(f"alerts.dispatch.{channel}")
+            if job is not None and self.scheduler.state != STATE_STOPPED:
+                job.modify(next_run_time=utcnow())
+
+    @staticmethod
+    def _after_rollback(session: Session) -> None:
+        session.info.pop(ENQUEUED, None)
+
     def _stopping(self) -> bool:
         return bool(self.scheduler.state == STATE_STOPPED)
 
     def stop(self) -> None:
         """Remove the jobs (a pass in progress finishes its current row; nothing sent is lost)."""
+        for name, hook in (("after_commit", self._after_commit), ("after_rollback", self._after_rollback)):
+            if event.contains(self.factory, name, hook):
+                event.remove(self.factory, name, hook)
         for job_id in self.job_ids:
             try:
                 self.scheduler.remove_job(job_id)

@@ -40,6 +40,9 @@ NOTICE_KINDS = (ALERT, UPDATE, RETRACT)
 NOTIFY_CHANNELS = (AlertChannel.WEBHOOK.value, AlertChannel.EMAIL.value)
 ALL_CHANNELS = tuple(channel.value for channel in AlertChannel)
 MAX_ERROR_CHARS = 2000
+#: ``session.info`` key naming the channels that got rows in the session's transaction (the
+#: dispatcher of the same process wakes up when it commits).
+ENQUEUED = "triage.alerts.enqueued"
 
 
 # -- channels ---------------------------------------------------------------------------------------
@@ -226,6 +229,7 @@ def insert_row(
     new_id = session.execute(statement).scalar_one_or_none()
     if new_id is None:
         return None
+    session.info.setdefault(ENQUEUED, set()).add(channel)
     return session.get(Alert, new_id)
 
 
