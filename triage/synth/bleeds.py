@@ -230,7 +230,7 @@ def sample_subarachnoid(
     return Subarachnoid(
         SUBARACHNOID, hu, low, high, subtle, kind,
         float(rng.uniform(-math.pi, math.pi)), math.radians(float(rng.uniform(25.0, 60.0)) * options.size),
-        float(rng.choice([-1.0, 1.0, 0.0])), float(rng.uniform(0.7, 1.0)),
+        float(rng.choice([-1.0, 1.0, 0.0])), float(rng.uniform(0.85, 1.0)),
     )
 
 

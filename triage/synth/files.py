@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from pydicom import config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian
 
 from triage import __version__
 
@@ -107,7 +108,7 @@ def make_header(rng: np.random.Generator, entropy: str, number: int, kaggle: boo
         study_uid, series_uid, frame_uid, patient_id = ids[0], ids[1], ids[2], ids[3][:11]
     else:
         encoding = NORMAL_ENCODINGS[int(rng.integers(len(NORMAL_ENCODINGS)))]
-        study_uid, series_uid, frame_uid = (generate_uid(prefix=None, entropy_srcs=[entropy, k]) for k in "abc")
+        study_uid, series_uid, frame_uid = (derived_uid(entropy, kind) for kind in ("study", "series", "frame"))
         patient_id = f"SYN{int(rng.integers(10**6, 10**7))}"
     when = dt.datetime(2021, 1, 1) + dt.timedelta(minutes=int(rng.integers(0, 4 * 365 * 24 * 60)))
     age = int(rng.integers(18, 96))
@@ -150,6 +151,15 @@ def geometry(header: StudyHeader, rows: int, spacing: float, height: float) -> t
 def _uid_element(ds: Dataset, tag: int, value: str) -> None:
     """Set a UI attribute without validation (the RSNA identifiers are not valid UIDs)."""
     ds[tag] = DataElement(tag, "UI", value, validation_mode=config.IGNORE)
+
+
+#: Namespace of the name-based UUIDs behind the phantom UIDs.
+UID_NAMESPACE = uuid.UUID("6f1c1a52-5d0e-4c55-9a43-7e2b1c9d0f11")
+
+
+def derived_uid(*parts: str) -> str:
+    """A valid UID (2.25 + a name-based UUID, ISO/IEC 9834-8) that depends only on ``parts``."""
+    return f"2.25.{uuid.uuid5(UID_NAMESPACE, ':'.join(parts)).int}"
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from triage.domain import CLASSES, SUBTYPES
 from triage.errors import UsageError
 from triage.synth.anatomy import FOV_MM, Anatomy, Grid
 from triage.synth.bleeds import SAMPLERS, Bleed, BleedOptions, check_subtypes
-from triage.synth.files import StudyHeader, build_dataset, make_header
+from triage.synth.files import StudyHeader, build_dataset, derived_uid, make_header
 from triage.synth.render import AIR, SliceRenderer
 
 LOGGER = logging.getLogger(__name__)
@@ -223,11 +223,9 @@ def make_study(
 
 
 def _sop_uid(rng: np.random.Generator, entropy: str, instance: int, kaggle: bool) -> str:
-    from pydicom.uid import generate_uid
-
     if kaggle:
         return f"ID_{rng.bytes(5).hex()[:9]}"
-    return generate_uid(prefix=None, entropy_srcs=[entropy, "sop", str(instance)])
+    return derived_uid(entropy, "sop", str(instance))
 
 
 def _z(ds: Dataset) -> float:
