@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.config
 from tqdm import tqdm
 
 from triage.domain import CLASSES
@@ -115,7 +116,13 @@ def _add_row(labels: dict[str, np.ndarray], seen: dict[str, int], row: list[str]
 
 
 def _header(path: str) -> tuple[str, str, float] | None:
-    """(StudyInstanceUID, SeriesInstanceUID, z) of one file, or None when it cannot be read."""
+    """(StudyInstanceUID, SeriesInstanceUID, z) of one file, or None when it cannot be read.
+
+    RSNA files carry ``ID_...`` strings in their UID attributes; value validation is turned off
+    while reading them (they are only used as group keys here).
+    """
+    previous = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
         ds = pydicom.dcmread(
             path, stop_before_pixels=True,
@@ -126,6 +133,8 @@ def _header(path: str) -> tuple[str, str, float] | None:
         return str(ds.StudyInstanceUID), str(ds.get("SeriesInstanceUID", "")), z
     except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted
         return None
+    finally:
+        pydicom.config.settings.reading_validation_mode = previous
 
 
 def scan_headers(paths: Sequence[Path], *, workers: int, progress: bool = True) -> list[tuple[str, str, float] | None]:

@@ -143,7 +143,9 @@ class StageTrainer:
         """Train for up to ``epochs`` epochs, stopping when the validation loss stops improving."""
         config = self.config
         network, origin = self._network()
-        optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+        )
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=max(2, config.epochs * self.steps), pct_start=0.15
         )
@@ -205,7 +207,7 @@ class StageTrainer:
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss) * len(images)
+            total += float(loss.detach()) * len(images)
             seen += len(images)
             bar.set_postfix(loss=f"{total / seen:.4f}", img_s=f"{seen / (time.monotonic() - started):.1f}")
         return total / max(seen, 1)
