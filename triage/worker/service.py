@@ -56,7 +56,9 @@ class WorkerService:
         LOGGER.info("model %s loaded on %s (%s backend)", classifier.version, classifier.device, w.backend)
         self.ctx.pipeline = Pipeline(self.settings, self.ctx.factory, classifier, stopping=self.ctx.stopping)
         now = dt.datetime.now(dt.UTC)
-        self._add(WORK_JOB, self._work, w.poll_seconds, now)
+        # Two scheduler instances of the work job may overlap: the second returns at once (our own lock)
+        # after setting the wake flag, instead of APScheduler skipping it with a warning.
+        self._add(WORK_JOB, self._work, w.poll_seconds, now, instances=2)
         self._add("triage.worker.mark_ready", lambda: jobs.mark_ready(self.ctx), self._ready_interval(), now)
         expiry_interval = min(30.0, w.lease_seconds / 4)
         self._add("triage.worker.expire_leases", lambda: jobs.expire_leases(self.ctx), expiry_interval, now)
@@ -66,9 +68,12 @@ class WorkerService:
     def _ready_interval(self) -> float:
         return max(0.2, min(1.0, self.settings.series.quiet_seconds / 4))
 
-    def _add(self, job_id: str, func: Callable[[], object], seconds: float, first: dt.datetime) -> None:
+    def _add(
+        self, job_id: str, func: Callable[[], object], seconds: float, first: dt.datetime, instances: int = 1
+    ) -> None:
         self.scheduler.add_job(
-            func, "interval", seconds=seconds, id=job_id, name=job_id, next_run_time=first, replace_existing=True
+            func, "interval", seconds=seconds, id=job_id, name=job_id, next_run_time=first, replace_existing=True,
+            max_instances=instances,
         )
 
     def _work(self) -> None:
