@@ -114,3 +114,12 @@ def test_cam_sums_to_the_logit(classifier, batch):
         cam = torch.einsum("nchw,c->nhw", features, network.fc.weight[0])
         logit = network(x)[0, 0]
     assert float(cam.mean() + network.fc.bias[0].detach()) == pytest.approx(float(logit), abs=1e-4)
+
+
+def test_input_pool_model_round_trips_and_onnx_agrees(tmp_path, batch):
+    model_dir = save_random_model(tmp_path / "pooled", image_size=64, seed=1, input_pool=2)
+    torch_classifier = Classifier(model_dir, device="cpu")
+    assert torch_classifier.info()["input_pool"] == 2
+    onnx_classifier = Classifier(model_dir, device="cpu", backend="onnx", threads=1)
+    np.testing.assert_allclose(onnx_classifier.predict(batch), torch_classifier.predict(batch), atol=1e-4)
+    assert torch_classifier.activation_map(batch[0]).shape == (64, 64)

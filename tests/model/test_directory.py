@@ -188,3 +188,12 @@ def test_bad_input_shapes_are_refused(model_dir):
     with pytest.raises(ModelError, match="unknown device 'tpu'"):
         Classifier(model_dir, device="tpu")
     assert classifier.predict(np.zeros((0, 3, 64, 64), np.float32)).shape == (0, 6)
+
+
+def test_rejects_weights_with_another_input_pool(copy):
+    _edit(copy, input_pool=2)
+    with pytest.raises(ModelError, match="input_pool 2"):
+        load_model_directory(copy)
+    _edit(copy, input_pool=3)
+    with pytest.raises(ModelError, match="input_pool is 3"):
+        load_model_directory(copy)
