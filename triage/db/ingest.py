@@ -9,11 +9,12 @@ it is provably complete. :func:`mark_ready` is the scheduler's quiet-time check.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, select
+from sqlalchemy import String, Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -214,9 +215,50 @@ def _provably_complete(session: Session, series: Series) -> bool:
     return is_complete(expected, list(z_positions))
 
 
-def _insert(session: Session, model: type[Any]) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+@dataclass(frozen=True)
+class _Statements:
+    """The three insert statements of an instance, built once per dialect (building them is costly)."""
+
+    study: Any
+    series: Any
+    instance: Any
+
+
+_STUDY_FIELDS = ("study_uid", "patient_id", "patient_name", "accession_number", "study_description", "study_date",
+                 "calling_aet", "first_received_at", "last_received_at")
+_SERIES_FIELDS = ("study_id", "series_uid", "series_number", "series_description", "body_part", "modality",
+                  "slice_thickness", "image_type", "expected_instances", "num_instances", "state",
+                  "first_received_at", "last_received_at")
+_INSTANCE_FIELDS = ("series_id", "sop_instance_uid", "sop_class_uid", "transfer_syntax_uid", "path", "size_bytes",
+                    "instance_number", "z_position", "received_at")
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def values(table: Table, fields: tuple[str, ...]) -> Any:
+        return insert(table).values({name: bindparam(name, type_=table.c[name].type) for name in fields})
+
+    def upsert(table: Table, fields: tuple[str, ...], key: str) -> Any:
+        stmt = values(table, fields)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c[key]], set_={"last_received_at": stmt.excluded.last_received_at}
+        ).returning(table.c.id)
+
+    instance = Instance.__table__
+    return _Statements(
+        study=upsert(Study.__table__, _STUDY_FIELDS, "study_uid"),  # type: ignore[arg-type]
+        series=upsert(Series.__table__, _SERIES_FIELDS, "series_uid"),  # type: ignore[arg-type]
+        instance=values(instance, _INSTANCE_FIELDS)  # type: ignore[arg-type]
+        .on_conflict_do_nothing(index_elements=[instance.c.sop_instance_uid])
+        .returning(instance.c.id),
+    )
+
+
+def _execute(session: Session, kind: str, params: dict[str, Any]) -> Any:
+    stmt = getattr(_statements(session.get_bind().dialect.name), kind)
+    return session.execute(stmt, params).scalar_one_or_none()
 
 
 def _fit(column: InstrumentedAttribute[Any], value: str) -> str:
@@ -226,7 +268,7 @@ def _fit(column: InstrumentedAttribute[Any], value: str) -> str:
 
 
 def _upsert_study(session: Session, h: InstanceHeader, calling_aet: str, now: dt.datetime) -> int:
-    values = {
+    return int(_execute(session, "study", {
         "study_uid": h.study_uid,
         "patient_id": _fit(Study.patient_id, h.patient_id),
         "patient_name": _fit(Study.patient_name, h.patient_name),
@@ -236,16 +278,11 @@ def _upsert_study(session: Session, h: InstanceHeader, calling_aet: str, now: dt
         "calling_aet": _fit(Study.calling_aet, calling_aet),
         "first_received_at": now,
         "last_received_at": now,
-    }
-    stmt = _insert(session, Study).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Study.study_uid], set_={"last_received_at": stmt.excluded.last_received_at}
-    ).returning(Study.id)
-    return int(session.execute(stmt).scalar_one())
+    }))
 
 
 def _upsert_series(session: Session, study_id: int, h: InstanceHeader, now: dt.datetime) -> int:
-    values = {
+    return int(_execute(session, "series", {
         "study_id": study_id,
         "series_uid": h.series_uid,
         "series_number": h.series_number,
@@ -259,33 +296,21 @@ def _upsert_series(session: Session, study_id: int, h: InstanceHeader, now: dt.d
         "state": SeriesState.RECEIVING.value,
         "first_received_at": now,
         "last_received_at": now,
-    }
-    stmt = _insert(session, Series).values(values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Series.series_uid], set_={"last_received_at": stmt.excluded.last_received_at}
-    ).returning(Series.id)
-    return int(session.execute(stmt).scalar_one())
+    }))
 
 
 def _insert_instance(
     session: Session, series_id: int, h: InstanceHeader, path: str, size_bytes: int, now: dt.datetime
 ) -> int | None:
-    stmt = (
-        _insert(session, Instance)
-        .values(
-            series_id=series_id,
-            sop_instance_uid=h.sop_instance_uid,
-            sop_class_uid=h.sop_class_uid,
-            transfer_syntax_uid=h.transfer_syntax_uid,
-            path=path,
-            size_bytes=size_bytes,
-            instance_number=h.instance_number,
-            z_position=h.z_position,
-            received_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[Instance.sop_instance_uid])
-        .returning(Instance.id)
-    )
-    found = session.execute(stmt).scalar_one_or_none()
+    found = _execute(session, "instance", {
+        "series_id": series_id,
+        "sop_instance_uid": h.sop_instance_uid,
+        "sop_class_uid": h.sop_class_uid,
+        "transfer_syntax_uid": h.transfer_syntax_uid,
+        "path": path,
+        "size_bytes": size_bytes,
+        "instance_number": h.instance_number,
+        "z_position": h.z_position,
+        "received_at": now,
+    })
     return None if found is None else int(found)
-

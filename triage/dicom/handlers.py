@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 from typing import cast
 
 from pynetdicom.dimse_primitives import C_STORE
@@ -43,7 +44,7 @@ def handle_store(event: Event, receiver: Receiver) -> int:
         return SOP_CLASS_NOT_SUPPORTED
     try:
         return receiver.receive(
-            event.encoded_dataset(include_meta=True),
+            _encoded(event),
             sop_class_uid=sop_class,
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             transfer_syntax_uid=str(event.context.transfer_syntax),
@@ -53,6 +54,15 @@ def handle_store(event: Event, receiver: Receiver) -> int:
         LOGGER.exception("unexpected error while storing an instance from %s: answering 0xA700", calling)
         metrics.rejected("internal", OUT_OF_RESOURCES)
         return OUT_OF_RESOURCES
+
+
+def _encoded(event: Event) -> bytes:
+    """The received instance in DICOM file format, from memory or, with pynetdicom's
+    ``STORE_RECV_CHUNKED_DATASET``, from the temporary file it was streamed to."""
+    path = getattr(event.request, "_dataset_path", None)
+    if isinstance(path, Path):
+        return path.read_bytes()
+    return event.encoded_dataset(include_meta=True)
 
 
 def handle_requested(event: Event, allowed: AllowedAETs) -> None:
