@@ -75,6 +75,13 @@ def test_rle_decodes_exactly():
         np.testing.assert_array_equal(to_hu(read("emri_small_RLE.dcm"), frame), to_hu(read("emri_small.dcm"), frame))
 
 
+def test_big_endian_and_implicit_vr_decode_like_explicit_little_endian():
+    reference = to_hu(read("MR_small.dcm"))
+    np.testing.assert_array_equal(to_hu(read("MR_small_bigendian.dcm")), reference)
+    np.testing.assert_array_equal(to_hu(read("MR_small_implicit.dcm")), reference)
+    np.testing.assert_array_equal(to_hu(read("MR_small_expb.dcm")), reference)
+
+
 @pytest.fixture(scope="module")
 def phantom_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("phantom") / "slice.dcm"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydicom import Dataset
 from pydicom.pixels import apply_modality_lut, pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from triage.errors import ImagingError
 
@@ -31,6 +32,11 @@ AIR_HU = -1024.0
 RSNA_WRAP_BITS = 12
 RSNA_WRAP_INTERCEPT = -100.0
 RSNA_WRAP_SHIFT = 1000
+
+#: Transfer syntaxes whose Pixel Data (once read) is raw little-endian samples.
+NATIVE_LITTLE_ENDIAN = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+#: Upper clip of the HU array (keeps np.clip on its fast two-sided path).
+HU_CEILING = np.float32(np.finfo(np.float32).max)
 
 
 def to_hu(ds: Dataset, frame: int | None = None) -> np.ndarray:
@@ -73,7 +79,7 @@ def to_hu(ds: Dataset, frame: int | None = None) -> np.ndarray:
     hu = _apply_modality(ds, raw, slope_intercept, has_lut)
     if padding is not None:
         hu[padding] = AIR_HU
-    np.maximum(hu, AIR_HU, out=hu)
+    np.clip(hu, np.float32(AIR_HU), HU_CEILING, out=hu)
     return hu
 
 
@@ -115,6 +121,9 @@ def _frame_index(ds: Dataset, frame: int | None) -> int | None:
 
 def _decode(ds: Dataset, index: int | None) -> np.ndarray:
     """Stored values as a signed integer array (masked to BitsStored, sign extended)."""
+    native = _decode_native(ds, index)
+    if native is not None:
+        return native
     try:
         arr = pixel_array(ds, index=index)
     except Exception as exc:  # pydicom raises ValueError, RuntimeError, NotImplementedError...
@@ -126,6 +135,35 @@ def _decode(ds: Dataset, index: int | None) -> np.ndarray:
     if arr.dtype.itemsize >= 4:
         return arr.astype(np.int64)
     return arr.astype(np.int32)
+
+
+def _decode_native(ds: Dataset, index: int | None) -> np.ndarray | None:
+    """Fast path for the common case, 16-bit greyscale little-endian native data; None otherwise.
+
+    Reads the samples straight from the Pixel Data bytes (what pydicom does, without its
+    decoder set-up, which costs more than the rest of the HU conversion).
+    """
+    if ds.file_meta.TransferSyntaxUID not in NATIVE_LITTLE_ENDIAN or int(ds.BitsAllocated) != 16:
+        return None
+    data = ds.PixelData
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    count = rows * cols
+    offset = (index or 0) * count * 2
+    if len(data) < offset + count * 2:
+        raise ImagingError(
+            f"the pixel data is less than expected ({len(data)} bytes, need {offset + count * 2} for "
+            f"{rows}x{cols} 16-bit frame {index or 0}); the file is truncated or its header is wrong"
+        )
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    raw = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=count, offset=offset).reshape(rows, cols)
+    bits = int(ds.get("BitsStored") or 16)
+    if bits < 16:
+        shift = 16 - bits
+        if signed:
+            raw = (raw << shift) >> shift  # drop the bits above BitsStored, then sign-extend
+        else:
+            raw = raw & np.uint16((1 << bits) - 1)
+    return raw
 
 
 def _stored_int(ds: Dataset, key: str) -> int | None:
@@ -145,6 +183,8 @@ def _padding_mask(ds: Dataset, raw: np.ndarray) -> np.ndarray | None:
     if pad is None:
         return None
     limit = _stored_int(ds, "PixelPaddingRangeLimit")
+    if raw.dtype.kind in "ui" and raw.dtype.itemsize < 8:
+        raw = raw.astype(np.int64)  # the padding value may lie outside the stored dtype
     if limit is None:
         return raw == pad
     low, high = min(pad, limit), max(pad, limit)
@@ -162,7 +202,8 @@ def _unwrap_rsna(ds: Dataset, raw: np.ndarray) -> np.ndarray:
         return raw
     LOGGER.debug("undoing the RSNA 12-bit wrap (intercept %s)", intercept)
     wrap = 1 << RSNA_WRAP_BITS
-    return np.where(raw + RSNA_WRAP_SHIFT >= wrap, raw - wrap, raw)
+    wide = raw.astype(np.int32)
+    return np.where(wide + RSNA_WRAP_SHIFT >= wrap, wide - wrap, wide)
 
 
 def _rescale(ds: Dataset, index: int | None) -> tuple[float, float] | None:
@@ -209,7 +250,7 @@ def _apply_modality(
             return np.asarray(apply_modality_lut(raw, ds), dtype=np.float32)
         except Exception as exc:
             raise ImagingError(f"cannot apply the Modality LUT Sequence ({type(exc).__name__}: {exc})") from exc
-    hu = raw.astype(np.float32)
+    hu = raw.astype(np.float32)  # a copy: the caller may change it
     if slope_intercept is None:
         return hu
     slope, intercept = slope_intercept

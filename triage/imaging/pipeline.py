@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 
 from triage.errors import ImagingError
-from triage.imaging.geometry import CROP_SIZE, fit_to_size, max_pool2
+from triage.imaging.geometry import CROP_SIZE, SOURCE_SIZE, fit_to_size, max_pool2
 from triage.imaging.hu import AIR_HU, to_hu
 from triage.imaging.windows import WINDOW_MODES, window_stack
 
@@ -48,10 +48,20 @@ def preprocess_hu(hu: np.ndarray, image_size: int = CROP_SIZE, windowing: str = 
         Window function of the brain, subdural and bone channels.
     """
     _check(image_size, windowing)
-    fitted = fit_to_size(hu, CROP_SIZE, fill=AIR_HU)
+    fitted = _center_view(hu)
+    if fitted is None:
+        fitted = fit_to_size(hu, CROP_SIZE, fill=AIR_HU)
     if image_size != CROP_SIZE:
         fitted = max_pool2(fitted)
     return window_stack(fitted, windowing)
+
+
+def _center_view(hu: np.ndarray) -> np.ndarray | None:
+    """The 448 center crop of ``hu`` as a view when it needs neither padding nor resizing."""
+    if hu.ndim != 2 or not all(CROP_SIZE <= n <= SOURCE_SIZE for n in hu.shape):
+        return None
+    top, left = (hu.shape[0] - CROP_SIZE) // 2, (hu.shape[1] - CROP_SIZE) // 2
+    return hu[top : top + CROP_SIZE, left : left + CROP_SIZE]
 
 
 def preprocess(

@@ -65,13 +65,24 @@ def sigmoid_window(
     _check_window(level, width)
     if not (upper > 0 and 0 < eps < upper / 2):
         raise ImagingError(f"sigmoid parameters upper={upper!r}, eps={eps!r} are invalid; need 0 < eps < upper/2")
+    out = np.empty(np.shape(hu), dtype=np.float32)
+    _sigmoid_into(np.asarray(hu), level, width, upper, eps, out)
+    return out
+
+
+def _sigmoid_into(hu: np.ndarray, level: float, width: float, upper: float, eps: float, out: np.ndarray) -> None:
     k = math.log(upper / eps - 1.0) / width
-    out = np.subtract(hu, np.float32(level), dtype=np.float32)
+    np.subtract(hu, np.float32(level), out=out, dtype=np.float32)
     out *= np.float32(k)
     np.tanh(out, out=out)
     out += np.float32(1.0)
     out *= np.float32(upper / 2.0)
-    return out
+
+
+def _linear_into(hu: np.ndarray, level: float, width: float, out: np.ndarray) -> None:
+    np.subtract(hu, np.float32(level - width / 2.0), out=out, dtype=np.float32)
+    out *= np.float32(1.0 / width)
+    np.clip(out, np.float32(0.0), np.float32(1.0), out=out)
 
 
 def sigmoid_reference(
@@ -101,9 +112,8 @@ def linear_window(hu: np.ndarray, level: float, width: float) -> np.ndarray:
         float32 array in [0, 1] of the shape of ``hu``.
     """
     _check_window(level, width)
-    out = np.subtract(hu, np.float32(level - width / 2.0), dtype=np.float32)
-    out *= np.float32(1.0 / width)
-    np.clip(out, 0.0, 1.0, out=out)
+    out = np.empty(np.shape(hu), dtype=np.float32)
+    _linear_into(np.asarray(hu), level, width, out)
     return out
 
 
@@ -138,9 +148,12 @@ def window_stack(
         raise ImagingError(f"window_stack needs a 2-D HU image, got shape {hu.shape}")
     if out is None:
         out = np.empty((len(windows), *hu.shape), dtype=np.float32)
-    function = sigmoid_window if mode == "sigmoid" else linear_window
     for channel, (level, width) in enumerate(windows.values()):
-        out[channel] = function(hu, level, width)
+        _check_window(level, width)
+        if mode == "sigmoid":
+            _sigmoid_into(hu, level, width, UPPER, EPSILON, out[channel])
+        else:
+            _linear_into(hu, level, width, out[channel])
     return out
 
 
