@@ -175,5 +175,15 @@ def test_a_radiologists_session(web: str, browser: Browser, factory: sessionmake
     expect(top_row).to_have_class("study is-acked")
     expect(top_row).to_contain_text("✓ rad")
     expect(rows.first).to_contain_text("RAD240112")
+
+    # a study page in flight shows its result once the worker is done
+    page.locator("#worklist-body tr.study", has_text="RAD240118").locator("a.study-link").click()
+    expect(page.locator("#findings")).to_contain_text("Not classified yet (processing)")
+    with transaction(factory) as s:
+        busy = s.scalars(select(Study).where(Study.accession_number == "RAD240118")).one()
+        child = s.scalars(select(Series).where(Series.study_id == busy.id)).one()
+        child.state, child.classified_at = "classified", utcnow()
+        f.result(s, child, f.probabilities(0.12))
+    expect(page.locator(".verdict")).to_contain_text("No hemorrhage above the thresholds", timeout=15_000)
     assert errors == [], errors
     context.close()

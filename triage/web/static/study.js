@@ -6,6 +6,23 @@
   const header = document.getElementById('study');
   if (!area || !header) return;
 
+  // While the study is still in flight, reload once its status or result changes.
+  const ACTIVE = ['receiving', 'queued', 'processing'];
+  if (ACTIVE.indexOf(header.dataset.status) >= 0) {
+    const poll = window.setInterval(async function () {
+      try {
+        const response = await fetch('/api/studies/' + encodeURIComponent(header.dataset.uid), { credentials: 'same-origin' });
+        if (!response.ok) return;
+        const study = await response.json();
+        const classified = study.classified_at ? new Date(study.classified_at).toISOString().slice(0, 19) + 'Z' : '';
+        if (study.status !== header.dataset.status || classified !== header.dataset.classified) {
+          window.clearInterval(poll);
+          window.location.reload();
+        }
+      } catch (e) { /* try again at the next tick */ }
+    }, 5000);
+  }
+
   area.addEventListener('submit', async function (event) {
     const form = event.target.closest('form.ack-form');
     if (!form) return;
