@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
 
 from triage.config import Settings
+from triage.db.models import User
 from triage.domain import Role
 from triage.web.security import (
     CSRF_FIELD,
@@ -116,8 +117,6 @@ def get_principal(
     data = context.cookie.load(request) if cookie else None
     if data is None or data.user_id is None:
         return None
-    from triage.db.models import User
-
     user = session.get(User, data.user_id)
     if user is None or user.disabled or user.username != data.username:
         return None

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from triage.db import queries
-from triage.db.models import utcnow
+from triage.db.models import Threshold, utcnow
 from triage.db.thresholds import load_thresholds
 from triage.domain import CLASSES, Role
 from triage.errors import UsageError
@@ -63,11 +64,7 @@ def admin_view(request: Request, context: AppContext, session: Session, principa
     return render(request, context, "admin.html", data, principal=principal, status_code=status_code)
 
 
-def _threshold_rows(session: Session) -> list[Any]:
-    from sqlalchemy import select
-
-    from triage.db.models import Threshold
-
+def _threshold_rows(session: Session) -> list[Threshold]:
     return list(session.scalars(select(Threshold)))
 
 
