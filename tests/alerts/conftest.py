@@ -47,6 +47,7 @@ def ct_slice(study_uid: str, series_uid: str, index: int, accession: str) -> Dat
     ds.StudyTime = "101500"
     ds.ReferringPhysicianName = ""
     ds.Modality = "CT"
+    ds.BodyPartExamined = "HEAD"
     ds.Manufacturer = "test"
     ds.SeriesNumber = 2
     ds.InstanceNumber = index + 1
@@ -91,9 +92,17 @@ def probabilities_for(flagged: Sequence[str], high: float = 0.9, low: float = 0.
 
 def add_case(factory, settings: Settings, *, flagged: Sequence[str] = ("any", "subdural"), slices: int = 4,
              provisional: bool = False, model_version: str = "m1", accession: str = "ACC-1001",
-             received_at: dt.datetime | None = None, enqueue: bool = True) -> Case:
-    """Write slices under the store and rows for a study, its series, instances, predictions, result."""
-    study_uid, series_uid = str(generate_uid()), str(generate_uid())
+             received_at: dt.datetime | None = None, enqueue: bool = True,
+             datasets: Sequence[Dataset] | None = None) -> Case:
+    """Write slices under the store and rows for a study, its series, instances, predictions, result.
+
+    ``datasets`` (e.g. a ``triage.synth`` phantom) replace the minimal generated slices.
+    """
+    if datasets:
+        study_uid, series_uid = datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID
+        accession, slices = datasets[0].AccessionNumber, len(datasets)
+    else:
+        study_uid, series_uid = str(generate_uid()), str(generate_uid())
     received = received_at or utcnow()
     store = settings.store
     sop_uids = []
@@ -108,13 +117,13 @@ def add_case(factory, settings: Settings, *, flagged: Sequence[str] = ("any", "s
         session.add(series)
         session.flush()
         for index in range(slices):
-            ds = ct_slice(study_uid, series_uid, index, accession)
+            ds = datasets[index] if datasets else ct_slice(study_uid, series_uid, index, accession)
             relative = Path(study_uid) / series_uid / f"{ds.SOPInstanceUID}.dcm"
             path = store / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             ds.save_as(path, enforce_file_format=True)
-            instance = Instance(series_id=series.id, sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=CTImageStorage,
-                                transfer_syntax_uid=ExplicitVRLittleEndian, path=relative.as_posix(),
+            instance = Instance(series_id=series.id, sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
+                                transfer_syntax_uid=ds.file_meta.TransferSyntaxUID, path=relative.as_posix(),
                                 size_bytes=path.stat().st_size, instance_number=index + 1, z_position=5.0 * index,
                                 received_at=received)
             session.add(instance)

@@ -42,6 +42,13 @@ def _algorithm(sr) -> tuple[str, str]:
     return name.TextValue, version.TextValue
 
 
+def _check_with_dciodvfy(path) -> None:
+    """dicom3tools' IOD checker: no error; the only warnings allowed are about the private scheme."""
+    done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=30)
+    report = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+    assert [line for line in report if "99TRIAGE" not in line] == [], report
+
+
 def _check_with_dcmtk(path) -> None:
     for tool in (["dsrdump", "-v"], ["dsr2xml"]):
         done = subprocess.run([*tool, str(path)], capture_output=True, text=True, timeout=30)
@@ -83,6 +90,8 @@ def test_the_report_reaches_storescp_and_reads_back(factory, alert_settings, sto
     assert findings["Subdural intracranial hemorrhage"][2] == case.sop_uids[5]
     assert _algorithm(sr) == ("triage ICH two-stage ResNet-50", "m1")
     _check_with_dcmtk(sr_path)
+    _check_with_dciodvfy(sr_path)
+    _check_with_dciodvfy(files["KO"])
     ko = dcmread(files["KO"])
     assert ko.StudyInstanceUID == case.study_uid and ko.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.59"
     [row] = rows(factory, channel="dicom")
@@ -105,7 +114,7 @@ def test_a_resent_report_is_the_same_sop_instance(factory, alert_settings, store
     assert all(state == "Absent" for _, state, _ in findings.values())  # every analysed study gets its SR
 
 
-def test_orthanc_stores_the_report_key_objects_and_heat_map(factory, alert_settings, orthanc):
+def test_orthanc_stores_the_report_key_objects_and_heat_map(factory, alert_settings, orthanc, tmp_path):
     use_dicom(alert_settings, orthanc.ae_title, orthanc.dicom_port)
     alert_settings.alerts.dicom.secondary_capture = True
     case = add_case(factory, alert_settings, flagged=("any", "intraventricular"), slices=6)
@@ -124,6 +133,10 @@ def test_orthanc_stores_the_report_key_objects_and_heat_map(factory, alert_setti
     assert sorted(by_modality) == ["KO", "OT", "SR"]
     assert {ds.StudyInstanceUID for ds in stored} == {case.study_uid}
     sc = by_modality["OT"]
+    for modality, ds in by_modality.items():
+        path = tmp_path / f"{modality}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        _check_with_dciodvfy(path)
     assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert np.array_equal(sc.pixel_array, heat)
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == case.sop_uids[0]

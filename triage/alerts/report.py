@@ -191,6 +191,8 @@ def build_heatmaps(inputs: ReportInputs) -> list[hd.sc.SCImage]:
         reference.ReferencedSOPClassUID = source.SOPClassUID
         reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
         image.SourceImageSequence = [reference]
+        if source.get("BodyPartExamined"):
+            image.BodyPartExamined = source.BodyPartExamined  # tells validators the part is unpaired
         images.append(image)
     return images
 
