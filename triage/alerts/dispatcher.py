@@ -72,25 +72,34 @@ def claim_lease_seconds(settings: Settings, channel: str) -> float:
 
 def _attempt(factory: sessionmaker[Session], settings: Settings, claim: Claim, at: dt.datetime,
              simulated: bool) -> bool:
+    """Send one claimed row and record the outcome; return whether it was delivered."""
     try:
         detail = sender_for(claim.channel)(settings, factory, claim)
     except Exception as exc:  # noqa: BLE001 - any failure of a channel is recorded, never raised
-        error = f"{type(exc).__name__}: {exc}"
-        retry_at = at + dt.timedelta(seconds=backoff_delay(claim.attempt, settings.alerts.backoff_seconds,
-                                                           settings.alerts.max_backoff_seconds))
-        with transaction(factory) as session:
-            state = record_failure(session, claim, error, max_attempts=settings.alerts.max_attempts,
-                                   retry_at=retry_at)
-        metrics.FAILED.labels(claim.channel).inc()
-        if state == AlertState.DEAD.value:
-            metrics.DEAD.labels(claim.channel).inc()
-            LOGGER.error("alert %d (%s %s) is dead after %d attempts: %s", claim.id, claim.channel, claim.kind,
-                         claim.attempt, error)
-        else:
-            LOGGER.warning("alert %d (%s %s) attempt %d failed, retry at %s: %s", claim.id, claim.channel,
-                           claim.kind, claim.attempt, retry_at.isoformat(timespec="seconds"), error)
+        _failed(factory, settings, claim, f"{type(exc).__name__}: {exc}", at if simulated else utcnow())
         return False
-    sent_at = at if simulated else utcnow()
+    _delivered(factory, claim, at if simulated else utcnow(), detail)
+    return True
+
+
+def _failed(factory: sessionmaker[Session], settings: Settings, claim: Claim, error: str,
+            when: dt.datetime) -> None:
+    alerts = settings.alerts
+    retry_at = when + dt.timedelta(seconds=backoff_delay(claim.attempt, alerts.backoff_seconds,
+                                                         alerts.max_backoff_seconds))
+    with transaction(factory) as session:
+        state = record_failure(session, claim, error, max_attempts=alerts.max_attempts, retry_at=retry_at)
+    metrics.FAILED.labels(claim.channel).inc()
+    if state == AlertState.DEAD.value:
+        metrics.DEAD.labels(claim.channel).inc()
+        LOGGER.error("alert %d (%s %s) is dead after %d attempts: %s", claim.id, claim.channel, claim.kind,
+                     claim.attempt, error)
+    else:
+        LOGGER.warning("alert %d (%s %s) attempt %d failed, retry at %s: %s", claim.id, claim.channel,
+                       claim.kind, claim.attempt, retry_at.isoformat(timespec="seconds"), error)
+
+
+def _delivered(factory: sessionmaker[Session], claim: Claim, sent_at: dt.datetime, detail: dict[str, object]) -> None:
     with transaction(factory) as session:
         delivered = record_success(session, claim, sent_at, **detail)
     metrics.SENT.labels(claim.channel, claim.kind).inc()
@@ -98,15 +107,16 @@ def _attempt(factory: sessionmaker[Session], settings: Settings, claim: Claim, a
         metrics.observe_alert(claim.channel, sent_at, delivered.series_last_received_at,
                               delivered.study_first_received_at)
     LOGGER.info("alert %d (%s %s) delivered on attempt %d", claim.id, claim.channel, claim.kind, claim.attempt)
-    return True
 
 
 def dispatch_channel(factory: sessionmaker[Session], settings: Settings, channel: str,
                      now: dt.datetime | None = None, budget_seconds: float = CHANNEL_BUDGET_SECONDS,
                      stop: Callable[[], bool] | None = None) -> int:
-    """Send the due rows of one channel, each at most once in this pass; return how many were delivered.
+    """Send the due rows of one channel; return how many were delivered.
 
     The pass takes no new row after ``budget_seconds`` or once ``stop()`` is true (daemon shutdown).
+    With ``now`` given (simulated time) each row is tried at most once per pass; in real time a row
+    whose backoff ends during the pass is tried again in it.
     """
     lease = claim_lease_seconds(settings, channel)
     deadline = time.monotonic() + budget_seconds
