@@ -99,12 +99,12 @@ class Anatomy:
         """Draw a random head for a study of ``slices`` slices 5 mm apart."""
         scale = float(rng.uniform(0.9, 1.04))
         atrophy = float(rng.beta(2.0, 4.0))
-        n_sulci = int(rng.integers(34, 46))
+        n_sulci = int(rng.integers(48, 64))
         low = rng.uniform(-10.0, 90.0, n_sulci)
         sulci = Sulci(
             angle=rng.uniform(-math.pi, math.pi, n_sulci).astype(np.float32),
             drift=rng.normal(0.0, 0.004, n_sulci).astype(np.float32),
-            width=(rng.uniform(1.0, 1.8, n_sulci) * (1.0 + 0.8 * atrophy)).astype(np.float32),
+            width=(rng.uniform(1.1, 2.0, n_sulci) * (1.0 + 0.8 * atrophy)).astype(np.float32),
             depth=rng.uniform(7.0, 17.0, n_sulci).astype(np.float32),
             low=low.astype(np.float32),
             high=(low + rng.uniform(40.0, 120.0, n_sulci)).astype(np.float32),

@@ -328,28 +328,37 @@ class SliceRenderer:
         self._draw(ctx, "suprasellar", a.csf, into=ctx.cisterns)
 
     def _sylvian(self, ctx: _Context, brain_table: np.ndarray) -> None:
-        """The sylvian fissures: CSF clefts from the lateral surface towards the insula."""
-        g, a = self.grid, self.a
+        """The sylvian fissures: a CSF cleft from the lateral surface, wide at its mouth, bending
+        backwards along the insula."""
+        a = self.a
         fade = min(ctx.t - 30.0, 56.0 - ctx.t, 6.0) / 6.0
         width = 1.2 + a.gap
         for side in (1.0, -1.0):
             angle = -0.35 if side > 0 else math.pi + 0.35
             index = int((angle + math.pi) / (2 * math.pi) * THETA_BINS) % THETA_BINS
             outer = float(brain_table[index]) + 1.0
-            p0 = np.array([outer * math.cos(angle), outer * math.sin(angle)], dtype=np.float32)
-            p1 = np.array([side * 17.0 * a.scale, -5.0 * a.scale], dtype=np.float32)
-            mid = (p0 + p1) / 2
-            box = g.sub_box(float(mid[0]), float(mid[1]), float(np.linalg.norm(p1 - p0)) / 2 + width)
-            if box is None:
-                continue
-            dx, dy = g.X[box] - p0[0], g.Y[box] - p0[1]
-            seg = p1 - p0
-            along = np.clip((dx * seg[0] + dy * seg[1]) / float(seg @ seg), 0.0, 1.0)
-            dist = np.hypot(dx - along * seg[0], dy - along * seg[1])
-            cover = ramp(width / 2.0 - dist, g.spacing) * np.float32(fade)
-            cover *= ctx.brain[box]
-            lerp(ctx.img[box], a.csf, cover)
-            np.maximum(ctx.fissures[box], cover, out=ctx.fissures[box])
+            mouth = np.array([outer * math.cos(angle), outer * math.sin(angle)], dtype=np.float32)
+            target = np.array([side * 17.0 * a.scale, -5.0 * a.scale], dtype=np.float32)
+            bend = mouth + 0.45 * (target - mouth)
+            insula = bend + np.array([-side * 4.0, 11.0], dtype=np.float32) * np.float32(a.scale)
+            self._cleft(ctx, mouth, bend, 1.6 * width, fade)
+            self._cleft(ctx, bend, insula, width, fade)
+
+    def _cleft(self, ctx: _Context, p0: np.ndarray, p1: np.ndarray, width: float, fade: float) -> None:
+        """A CSF capsule from ``p0`` to ``p1`` (head frame, mm), recorded as a fissure."""
+        g = self.grid
+        mid = (p0 + p1) / 2
+        box = g.sub_box(float(mid[0]), float(mid[1]), float(np.linalg.norm(p1 - p0)) / 2 + width)
+        if box is None:
+            return
+        dx, dy = g.X[box] - p0[0], g.Y[box] - p0[1]
+        seg = p1 - p0
+        along = np.clip((dx * seg[0] + dy * seg[1]) / float(seg @ seg), 0.0, 1.0)
+        dist = np.hypot(dx - along * seg[0], dy - along * seg[1])
+        cover = ramp(width / 2.0 - dist, g.spacing) * np.float32(fade)
+        cover *= ctx.brain[box]
+        lerp(ctx.img[box], self.a.csf, cover)
+        np.maximum(ctx.fissures[box], cover, out=ctx.fissures[box])
 
     def _falx(self, ctx: _Context) -> None:
         """Interhemispheric fissure (CSF) and the falx (dense dura) on the midline."""
