@@ -93,25 +93,31 @@ def probabilities_for(flagged: Sequence[str], high: float = 0.9, low: float = 0.
 def add_case(factory, settings: Settings, *, flagged: Sequence[str] = ("any", "subdural"), slices: int = 4,
              provisional: bool = False, model_version: str = "m1", accession: str = "ACC-1001",
              received_at: dt.datetime | None = None, enqueue: bool = True,
-             datasets: Sequence[Dataset] | None = None) -> Case:
+             datasets: Sequence[Dataset] | None = None, same_study_as: Case | None = None) -> Case:
     """Write slices under the store and rows for a study, its series, instances, predictions, result.
 
-    ``datasets`` (e.g. a ``triage.synth`` phantom) replace the minimal generated slices.
+    ``datasets`` (e.g. a ``triage.synth`` phantom) replace the minimal generated slices;
+    ``same_study_as`` adds a new series to that case's study.
     """
     if datasets:
         study_uid, series_uid = datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID
         accession, slices = datasets[0].AccessionNumber, len(datasets)
     else:
         study_uid, series_uid = str(generate_uid()), str(generate_uid())
+    if same_study_as is not None:
+        study_uid, accession = same_study_as.study_uid, same_study_as.accession
     received = received_at or utcnow()
     store = settings.store
     sop_uids = []
     with transaction(factory) as session:
-        study = Study(study_uid=study_uid, patient_id="PID-0042", patient_name="Doe^Jane",
-                      accession_number=accession, study_description="CT HEAD WO CONTRAST",
-                      first_received_at=received, last_received_at=received)
-        session.add(study)
-        session.flush()
+        if same_study_as is not None:
+            study = session.get(Study, same_study_as.study_id)
+        else:
+            study = Study(study_uid=study_uid, patient_id="PID-0042", patient_name="Doe^Jane",
+                          accession_number=accession, study_description="CT HEAD WO CONTRAST",
+                          first_received_at=received, last_received_at=received)
+            session.add(study)
+            session.flush()
         series = Series(study_id=study.id, series_uid=series_uid, series_number=2, state="classified",
                         num_instances=slices, first_received_at=received, last_received_at=received)
         session.add(series)
@@ -166,9 +172,10 @@ def set_result(factory, settings: Settings, case: Case, *, flagged: Sequence[str
         result.created_at = utcnow()
         session.flush()
         study = session.get(Study, case.study_id)
-        study.flagged = bool(flagged)
-        study.priority = result.priority
-        study.score = result.score
+        results = session.scalars(select(SeriesResult).join(Series).where(Series.study_id == study.id)).all()
+        study.flagged = any(r.flagged for r in results)
+        study.priority = "critical" if study.flagged else "routine"
+        study.score = max(r.score for r in results)
         if not provisional:
             study.classified_at = utcnow()
         series = session.get(Series, case.series_id)

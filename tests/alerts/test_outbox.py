@@ -146,3 +146,17 @@ def test_an_expired_claim_is_taken_again(factory, configured):
         assert claim_next(session, "webhook", now + dt.timedelta(seconds=10), lease_seconds=30) is None
         retaken = claim_next(session, "webhook", now + dt.timedelta(seconds=31), lease_seconds=30)
     assert retaken is not None and retaken.attempt == 2
+
+
+def test_notices_are_decided_on_the_whole_study(factory, configured):
+    first = add_case(factory, configured, flagged=("any", "subdural"))
+    second = add_case(factory, configured, flagged=("any", "epidural"), same_study_as=first)
+    hooks = rows(factory, channel="webhook")
+    assert [h.kind for h in hooks] == ["alert", "update"]
+    assert hooks[1].payload["flagged_classes"] == ["any", "epidural", "subdural"]
+    assert hooks[1].payload["series_uid"] == second.series_uid
+    set_result(factory, configured, second, flagged=())  # the other series still flags the study
+    assert [h.kind for h in rows(factory, channel="webhook")] == ["alert", "update"]
+    set_result(factory, configured, first, flagged=())  # now nothing flags it any more
+    assert [h.kind for h in rows(factory, channel="webhook")] == ["alert", "update", "retract"]
+    assert len(rows(factory, channel="dicom")) == 4  # one report per final series result
