@@ -15,12 +15,14 @@ and, with ``--variants``, the receive-path ideas of the ingest issue, each in a 
   pdu-16k        maximum PDU 16382 advertised instead of 0 (unlimited)
   no-group       every slice in its own database transaction (no group commit across associations)
   chunked        pynetdicom's STORE_RECV_CHUNKED_DATASET (the data set streamed to a temporary file)
+  bare           pynetdicom's ceiling: the same AE with a handler that keeps nothing (not durable)
 
 Every receiver starts fresh (empty store and database) for each run; runs are interleaved round by round, and
 the figures are medians over the rounds, in slices/s, with the ratio to storescp of the same round.
 Each triage run is checked: 200 rows and 200 files, or the benchmark stops.
 
-Usage (from the repository root): .venv/bin/python benchmarks/ingest.py [--rounds 3] [--slices 200] [--variants]
+Usage (from the repository root): .venv/bin/python benchmarks/ingest.py [--rounds 3] [--slices 200]
+                                  [--variants [all|name,name...]]
                                   [--database-url postgresql+psycopg://postgres@127.0.0.1/test]
 """
 
@@ -55,6 +57,7 @@ VARIANTS = {
     "pdu-16k": {"max_pdu_size": 16382},
     "no-group": {"group_commit": False},
     "chunked": {"chunked": True},
+    "bare": {"bare": True},
 }
 
 
@@ -220,6 +223,8 @@ def serve(variant: str, port: int) -> None:
     from triage.dicom.server import DicomServer, Tuning
 
     change = dict(VARIANTS[variant])
+    if change.pop("bare", False):
+        return serve_bare(port)
     if change.pop("chunked", False):
         _config.STORE_RECV_CHUNKED_DATASET = True
     dicom = {"port": port, **({"max_pdu_size": change.pop("max_pdu_size")} if "max_pdu_size" in change else {})}
@@ -236,6 +241,25 @@ def serve(variant: str, port: int) -> None:
     engine.dispose()
 
 
+def serve_bare(port: int) -> None:
+    """pynetdicom's ceiling on this machine: the same AE, a handler that keeps nothing and answers success."""
+    import signal
+
+    from pynetdicom import evt
+
+    from triage.config import DicomSettings
+    from triage.dicom.server import build_ae
+
+    ae = build_ae(DicomSettings(port=port))
+    handlers = [(evt.EVT_C_STORE, lambda event: (event.encoded_dataset(), 0)[1])]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    while not stop["now"]:
+        time.sleep(0.2)
+    server.shutdown()
+
+
 def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     try:
@@ -243,7 +267,12 @@ def run(args: argparse.Namespace) -> None:
         size = sum(p.stat().st_size for p in paths) / len(paths) / 1024
         one, four = [workdir / "series"], split(paths, 4, workdir / "split")
         db = Database(workdir, args.database_url)
-        receivers = ["triage scp"] + ([f"variant {v}" for v in VARIANTS if v != "default"] if args.variants else [])
+        chosen = [v for v in VARIANTS if v != "default"] if args.variants == "all" else (
+            args.variants.split(",") if args.variants else [])
+        unknown = [v for v in chosen if v not in VARIANTS]
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown}: expected some of {list(VARIANTS)}")
+        receivers = ["triage scp"] + [f"variant {v}" for v in chosen]
         results: dict[tuple[str, int], list[float]] = {}
         ratios: dict[tuple[str, int], list[float]] = {}
         print(f"{args.slices} slices of {size:.0f} KB, {args.rounds} rounds, database "
@@ -258,7 +287,8 @@ def run(args: argparse.Namespace) -> None:
                     with db.fresh() as url:
                         with triage_receiver(workdir, url, variant) as (port, aet):
                             rate = args.slices / send(port, aet, dirs)
-                        check(url, args.slices)
+                        if variant != "bare":
+                            check(url, args.slices)
                     results.setdefault((name, len(dirs)), []).append(rate)
                     ratios.setdefault((name, len(dirs)), []).append(rate / base)
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
@@ -290,7 +320,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--slices", type=int, default=200)
-    parser.add_argument("--variants", action="store_true", help="also measure the receive-path ideas")
+    parser.add_argument("--variants", nargs="?", const="all", help="also measure the receive-path ideas (all, or "
+                        "a comma-separated list)")
     parser.add_argument("--database-url", help="PostgreSQL server admin URL (a fresh database per run)")
     run(parser.parse_args())
 
