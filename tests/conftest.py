@@ -136,3 +136,11 @@ def factory(engine):  # noqa: ANN001, ANN201
 @pytest.fixture
 def is_postgres(postgres: PostgresDatabases | None) -> bool:
     return postgres is not None
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained two-stage resnet18 model directory at 224 (quick to load and run)."""
+    from triage.model import save_random_model
+
+    return save_random_model(tmp_path_factory.mktemp("model") / "m", backbone="resnet18", image_size=224)

@@ -12,9 +12,9 @@ from tests.helpers import run_triage, start_triage, triage_env, wait_for
 from triage.db import migrate
 
 
-def _serve_until_running(tmp_path: Path, database_url: str, *args: str) -> tuple[int, str]:
+def _serve_until_running(tmp_path: Path, database_url: str, model: Path, *args: str) -> tuple[int, str]:
     env = triage_env(TRIAGE_DATABASE_URL=database_url, TRIAGE_DATA_DIR=str(tmp_path / "data"),
-                     TRIAGE_WEB__SECRET_KEY="daemon-test-secret-key-0123456789")
+                     TRIAGE_WEB__SECRET_KEY="daemon-test-secret-key-0123456789", TRIAGE_MODEL=str(model))
     log = tmp_path / "serve.log"
     proc = start_triage("serve", "--dicom-port", "0", "--web-port", "0", *args, env=env, cwd=tmp_path, log=log)
     try:
@@ -31,20 +31,20 @@ def _serve_until_running(tmp_path: Path, database_url: str, *args: str) -> tuple
 
 
 @pytest.mark.parametrize("roles", ["scp,worker,web", "web", "scp", "worker"])
-def test_serve_starts_and_stops_on_sigterm(tmp_path: Path, database_url: str, roles: str) -> None:
-    code, log = _serve_until_running(tmp_path, database_url, "--roles", roles)
+def test_serve_starts_and_stops_on_sigterm(tmp_path: Path, database_url: str, model_dir: Path, roles: str) -> None:
+    code, log = _serve_until_running(tmp_path, database_url, model_dir, "--roles", roles)
     assert code == 0, log
     assert "received SIGTERM" in log and log.rstrip().endswith("stopped")
     assert "Traceback" not in log
 
 
-def test_init_then_serve_from_scratch(tmp_path: Path, empty_database_url: str) -> None:
+def test_init_then_serve_from_scratch(tmp_path: Path, empty_database_url: str, model_dir: Path) -> None:
     env = triage_env(TRIAGE_DATABASE_URL=empty_database_url)
     proc = run_triage("init", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "triage.toml").exists()
     assert run_triage("db", "current", env=env, cwd=tmp_path).stdout.strip() != "(empty database)"
-    code, log = _serve_until_running(tmp_path, empty_database_url)
+    code, log = _serve_until_running(tmp_path, empty_database_url, model_dir)
     assert code == 0, log
 
 

@@ -15,15 +15,10 @@ from triage.db.models import Threshold
 from triage.dicom.commit import GroupCommitter
 from triage.dicom.receiver import Receiver
 from triage.dicom.store import DicomStore
-from triage.model import Classifier, save_random_model
+from triage.model import Classifier
 from triage.synth.study import make_study
 from triage.worker.jobs import WorkerContext
 from triage.worker.pipeline import Pipeline
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_model(tmp_path_factory.mktemp("model") / "m", backbone="resnet18", image_size=224)
 
 
 @pytest.fixture(scope="session")
