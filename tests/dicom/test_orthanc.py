@@ -12,10 +12,11 @@ import pytest
 from pydicom.data import get_testdata_file
 from sqlalchemy import select
 
-from tests.dicom.ctgen import ct_series, write_series
+from tests.dicom.ctgen import write_series
 from tests.helpers import free_port, wait_for
 from triage.db.models import Study
 from triage.dicom.server import DicomServer
+from triage.synth import make_study
 
 
 class Orthanc:
@@ -77,14 +78,14 @@ def orthanc(tmp_path: Path, scp: DicomServer) -> Iterator[Orthanc]:
 
 
 def test_orthanc_pushes_a_study_to_triage(orthanc: Orthanc, scp: DicomServer, tmp_path: Path, rows) -> None:
-    datasets = ct_series(20, seed=11, images_in_acquisition=True)
+    datasets = make_study(11, slices=20, rows=128).datasets
     uploaded = [orthanc.upload(path) for path in write_series(tmp_path / "in", datasets)]
     study = uploaded[0]["ParentStudy"]
     response = orthanc.push([study])
     assert response.status_code == 200, response.text
     instances, (series,) = rows()
     assert sorted(i.sop_instance_uid for i in instances) == sorted(ds.SOPInstanceUID for ds in datasets)
-    assert series.state == "queued" and series.num_instances == 20
+    assert series.state == "receiving" and series.num_instances == 20
     with scp.factory() as session:
         assert session.scalar(select(Study.calling_aet)) == "ORTHANC"
 

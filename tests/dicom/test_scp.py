@@ -20,6 +20,7 @@ from tests.helpers import wait_for
 from triage.db.admin import ALLOWED_AETS, set_admin_setting
 from triage.db.models import Study
 from triage.dicom.server import DicomServer
+from triage.synth import make_study
 
 
 def test_echoscu_succeeds(scp: DicomServer) -> None:
@@ -28,8 +29,10 @@ def test_echoscu_succeeds(scp: DicomServer) -> None:
     assert "Received Echo Response (Success)" in result.stderr
 
 
-def test_storescu_series_is_on_disk_and_in_the_database(scp: DicomServer, tmp_path: Path, rows, scp_settings) -> None:
-    datasets = ct_series(12, seed=1)
+def test_storescu_phantom_series_is_on_disk_and_in_the_database(scp: DicomServer, tmp_path: Path, rows,
+                                                                  scp_settings) -> None:
+    phantom = make_study(1, slices=12, rows=64)
+    datasets = phantom.datasets
     result = storescu(scp.port, *write_series(tmp_path / "in", datasets))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("Received Store Response (Success)") == 12
@@ -40,19 +43,23 @@ def test_storescu_series_is_on_disk_and_in_the_database(scp: DicomServer, tmp_pa
     for instance in instances:
         stored = pydicom.dcmread(scp_settings.store / instance.path)
         assert stored.SOPInstanceUID == instance.sop_instance_uid
-        assert stored.pixel_array.shape == (32, 32)
+        assert stored.pixel_array.shape == (64, 64)
         assert instance.size_bytes == (scp_settings.store / instance.path).stat().st_size
-    assert sorted(i.z_position for i in instances) == [5.0 * k for k in range(12)]
+    assert sorted(i.z_position for i in instances) == pytest.approx(sorted(phantom.z), abs=1e-3)
     assert sorted(i.instance_number for i in instances) == list(range(1, 13))
     (one,) = series
+    first = datasets[0]
     assert (one.state, one.num_instances, one.expected_instances) == ("receiving", 12, None)
-    assert (one.body_part, one.series_description, one.series_number) == ("HEAD", "CT HEAD WO", 2)
+    assert (one.body_part, one.series_description, one.series_number) == (
+        "HEAD", first.SeriesDescription, first.SeriesNumber)
     assert (one.slice_thickness, one.image_type, one.modality) == (5.0, "ORIGINAL\\PRIMARY\\AXIAL", "CT")
     assert one.first_received_at <= one.last_received_at
     with scp.factory() as session:
         study = session.scalars(select(Study)).one()
-    assert (study.patient_id, study.patient_name, study.accession_number) == ("TEST0001", "Test^Patient", "ACC0001")
-    assert (study.study_date, study.study_description, study.calling_aet) == ("20240102", "CT HEAD WO", "STORESCU")
+    assert (study.patient_id, study.patient_name, study.accession_number) == (
+        first.PatientID, str(first.PatientName), first.AccessionNumber)
+    assert (study.study_date, study.study_description, study.calling_aet) == (
+        first.StudyDate, first.StudyDescription, "STORESCU")
 
 
 def test_a_complete_series_is_queued_at_once(scp: DicomServer, tmp_path: Path, rows) -> None:
