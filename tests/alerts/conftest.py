@@ -153,36 +153,43 @@ def add_case(factory, settings: Settings, *, flagged: Sequence[str] = ("any", "s
 def set_result(factory, settings: Settings, case: Case, *, flagged: Sequence[str], provisional: bool = False,
                model_version: str = "m1", enqueue: bool = True) -> list[Alert]:
     """Replace the series result and add the outbox rows, in one transaction (what the worker does)."""
-    probs = probabilities_for(flagged)
     with transaction(factory) as session:
-        result = session.scalar(select(SeriesResult).where(SeriesResult.series_id == case.series_id))
-        if result is None:
-            result = SeriesResult(series_id=case.series_id)
-            session.add(result)
-        for name, p in probs.items():
-            setattr(result, f"p_{name}", p)
-        result.model_version = model_version
-        result.flagged = bool(flagged)
-        result.flagged_classes = list(flagged)
-        result.priority = "critical" if flagged else "routine"
-        result.score = probs["any"]
-        result.key_instance_uid = case.sop_uids[0]
-        result.provisional = provisional
-        result.num_slices = len(case.sop_uids)
-        result.created_at = utcnow()
-        session.flush()
-        study = session.get(Study, case.study_id)
-        results = session.scalars(select(SeriesResult).join(Series).where(Series.study_id == study.id)).all()
-        study.flagged = any(r.flagged for r in results)
-        study.priority = "critical" if study.flagged else "routine"
-        study.score = max(r.score for r in results)
-        if not provisional:
-            study.classified_at = utcnow()
-        series = session.get(Series, case.series_id)
-        if not enqueue:
-            return []
-        added = enqueue_alerts(session, settings, study, series, result)
-        return [session.get(Alert, a.id) for a in added]
+        return write_result(session, settings, case, flagged=flagged, provisional=provisional,
+                            model_version=model_version, enqueue=enqueue)
+
+
+def write_result(session, settings: Settings, case: Case, *, flagged: Sequence[str], provisional: bool = False,
+                 model_version: str = "m1", enqueue: bool = True) -> list[Alert]:
+    """:func:`set_result` inside the caller's transaction."""
+    probs = probabilities_for(flagged)
+    result = session.scalar(select(SeriesResult).where(SeriesResult.series_id == case.series_id))
+    if result is None:
+        result = SeriesResult(series_id=case.series_id)
+        session.add(result)
+    for name, p in probs.items():
+        setattr(result, f"p_{name}", p)
+    result.model_version = model_version
+    result.flagged = bool(flagged)
+    result.flagged_classes = list(flagged)
+    result.priority = "critical" if flagged else "routine"
+    result.score = probs["any"]
+    result.key_instance_uid = case.sop_uids[0]
+    result.provisional = provisional
+    result.num_slices = len(case.sop_uids)
+    result.created_at = utcnow()
+    session.flush()
+    study = session.get(Study, case.study_id)
+    results = session.scalars(select(SeriesResult).join(Series).where(Series.study_id == study.id)).all()
+    study.flagged = any(r.flagged for r in results)
+    study.priority = "critical" if study.flagged else "routine"
+    study.score = max(r.score for r in results)
+    if not provisional:
+        study.classified_at = utcnow()
+    series = session.get(Series, case.series_id)
+    if not enqueue:
+        return []
+    added = enqueue_alerts(session, settings, study, series, result)
+    return [session.get(Alert, a.id) for a in added]
 
 
 def rows(factory, **where) -> list[Alert]:

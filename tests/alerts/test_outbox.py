@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 
-from tests.alerts.conftest import add_case, rows, set_result
+from tests.alerts.conftest import add_case, rows, set_result, write_result
 from triage.db.admin import ALERT_CHANNELS, set_admin_setting
-from triage.db.engine import transaction
+from triage.db.engine import create_db_engine, session_factory, transaction
 from triage.db.models import AuditEvent, utcnow
 from triage.db.outbox import claim_next, dead_alerts, record_failure, retry_alert
 
@@ -160,3 +162,45 @@ def test_notices_are_decided_on_the_whole_study(factory, configured):
     set_result(factory, configured, first, flagged=())  # now nothing flags it any more
     assert [h.kind for h in rows(factory, channel="webhook")] == ["alert", "update", "retract"]
     assert len(rows(factory, channel="dicom")) == 4  # one report per final series result
+
+
+def test_two_workers_finishing_two_series_of_a_study_at_once_alert_then_update(factory, configured, database_url):
+    first = add_case(factory, configured, flagged=(), enqueue=False)
+    second = add_case(factory, configured, flagged=(), enqueue=False, same_study_as=first)
+    other_engine = create_db_engine(database_url)
+    other = session_factory(other_engine)
+    inserted, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def worker_a() -> None:
+        try:
+            with transaction(factory) as session:
+                write_result(session, configured, first, flagged=("any", "subdural"))
+                inserted.set()
+                release.wait(20)  # hold the transaction open while B decides
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def worker_b() -> None:
+        try:
+            inserted.wait(20)
+            with transaction(other) as session:
+                write_result(session, configured, second, flagged=("any", "epidural"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker_a), threading.Thread(target=worker_b)]
+    try:
+        for thread in threads:
+            thread.start()
+        inserted.wait(20)
+        time.sleep(0.5)  # B is now waiting on A (row lock on PostgreSQL, write lock on SQLite)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        other_engine.dispose()
+    assert errors == []
+    hooks = rows(factory, channel="webhook")
+    assert [h.kind for h in hooks] == ["alert", "update"]
+    assert hooks[1].payload["flagged_classes"] == ["any", "epidural", "subdural"]

@@ -84,15 +84,16 @@ class StudyFindings:
 def study_findings(
     session: Session, study: Study, series: Series | None = None, result: SeriesResult | None = None
 ) -> StudyFindings:
-    """Combine the results of every series of ``study``; ``result`` stands for ``series``' row."""
-    rows: list[SeriesResult] = []
+    """Combine the results of every series of ``study``; ``result`` stands for ``series``' row.
+
+    The other series' rows are read afresh (``populate_existing``): another worker may have committed
+    a result since this transaction first looked.
+    """
+    query = select(SeriesResult).join(Series).where(Series.study_id == study.id)
+    if series is not None:
+        query = query.where(Series.id != series.id)
     with session.no_autoflush:
-        stored = session.scalars(
-            select(SeriesResult).join(Series).where(Series.study_id == study.id).order_by(SeriesResult.id)
-        ).all()
-    for row in stored:
-        if series is None or row.series_id != series.id:
-            rows.append(row)
+        rows = list(session.scalars(query.order_by(SeriesResult.id).execution_options(populate_existing=True)))
     if result is not None:
         rows.append(result)
     probabilities = {name: max((float(getattr(r, f"p_{name}")) for r in rows), default=0.0) for name in CLASSES}
