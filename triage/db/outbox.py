@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -225,13 +225,12 @@ def insert_row(
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(Alert).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Alert.id)
+        insert(Alert).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Alert)
     )
-    new_id = session.execute(statement).scalar_one_or_none()
-    if new_id is None:
-        return None
-    session.info.setdefault(ENQUEUED, set()).add(channel)
-    return session.get(Alert, new_id)
+    alert = session.scalars(statement).one_or_none()
+    if alert is not None:
+        session.info.setdefault(ENQUEUED, set()).add(channel)
+    return alert
 
 
 @dataclass(frozen=True)
@@ -563,10 +562,3 @@ def retry_alert(session: Session, alert_id: int, actor: str) -> Alert:
           channel=alert.channel, kind=alert.kind, last_error=alert.last_error)
     return alert
 
-
-def pending_count(session: Session, channel: str | None = None) -> int:
-    """How many rows wait to be sent (on one channel, or on all)."""
-    query = select(func.count()).select_from(Alert).where(Alert.state == AlertState.PENDING.value)
-    if channel is not None:
-        query = query.where(Alert.channel == channel)
-    return int(session.scalar(query) or 0)
