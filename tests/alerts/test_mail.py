@@ -101,3 +101,19 @@ def test_an_untrusted_certificate_is_refused(factory, alert_settings, tls_mail):
     assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     assert "SSLCertVerificationError" in rows(factory, channel="email")[0].last_error
     assert sink.messages == []
+
+
+def test_a_long_idempotency_key_is_not_folded():
+    from email import message_from_bytes, policy
+
+    from triage.alerts.mail import build_message
+    from triage.config import SmtpSettings
+
+    key = "email:alert:" + "1.2." + "9" * 60 + ":0"  # a 64-character Study Instance UID
+    payload = {"study_uid": "1.2", "accession_number": "A1", "priority": "critical", "subtypes": [],
+               "probabilities": {"any": 0.9}, "study_url": "https://t/studies/1.2", "model_version": "m",
+               "provisional": False}
+    message = build_message(SmtpSettings(sender="t@example.org", recipients=["r@example.org"]), "alert", key,
+                            payload)
+    parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert parsed["X-Triage-Idempotency-Key"] == key

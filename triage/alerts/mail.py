@@ -6,6 +6,7 @@ import hashlib
 import logging
 import smtplib
 import ssl
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -25,6 +26,10 @@ HEADLINES = {
     "retract": "Retracted: the AI no longer flags this study",
     "escalation": "ESCALATION: flagged study not acknowledged",
 }
+
+#: No folding below RFC 5322's 998 characters: a folded idempotency key would reach receivers with a
+#: leading space.
+POLICY = policy.default.clone(max_line_length=998)
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)  # noqa: S701 - autoescape is on
 
@@ -85,7 +90,7 @@ def build_message(config: SmtpSettings, kind: str, key: str, payload: dict[str, 
     """The message for one outbox row; its Message-ID derives from the idempotency key."""
     headline = HEADLINES.get(kind, HEADLINES["alert"])
     label = study_label(payload)
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["Subject"] = f"[triage] {headline} ({payload.get('priority', 'critical')}) - {label}"
     message["From"] = config.sender
     message["To"] = ", ".join(config.recipients)
