@@ -20,6 +20,7 @@ from tests.helpers import wait_for
 from triage.db.admin import ALLOWED_AETS, set_admin_setting
 from triage.db.models import Study
 from triage.dicom.server import DicomServer
+from triage.errors import ConfigError
 from triage.synth import make_study
 
 
@@ -176,3 +177,9 @@ def test_counters_for_metrics(scp: DicomServer, tmp_path: Path) -> None:
              value("triage_dicom_rejections_total", reason="sop_class", status="0x0122"),
              value("triage_dicom_associations_total", result="accepted"), value("triage_dicom_echoes_total"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1, 3, 1]
+
+
+def test_a_port_in_use_is_a_configuration_error(scp: DicomServer, scp_settings, factory) -> None:
+    scp_settings.dicom.port = scp.port
+    with pytest.raises(ConfigError, match=f"dicom.port={scp.port}.*cannot listen"):
+        DicomServer(scp_settings, factory).start()

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, select
+from sqlalchemy import String, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -112,20 +112,43 @@ def record_instance(
     """
     session.flush()
     study_id = _upsert_study(session, header, calling_aet, now)
-    series_id = _upsert_series(session, study_id, header, now)
-    instance_id = _insert_instance(session, series_id, header, path, size_bytes, now)
+    row = _upsert_series(session, study_id, header, now)
+    series_id, state = int(row.id), SeriesState(row.state)
+    if _insert_instance(session, series_id, header, path, size_bytes, now) is None:
+        session.execute(_uncount(series_id))
+        stored = session.scalar(select(Instance.path).where(Instance.sop_instance_uid == header.sop_instance_uid))
+        return Recorded(series_id, True, stored or path, state)
+    complete_soon = row.expected_instances is not None and row.num_instances >= row.expected_instances
+    if state in _REOPENED or (state is SeriesState.RECEIVING and complete_soon):
+        state = _apply_state_rules(session, series_id, series_settings, now)
+    return Recorded(series_id, False, path, state)
+
+
+#: States that a new slice moves back to ``receiving``.
+_REOPENED = frozenset({SeriesState.CLASSIFIED, SeriesState.FAILED, SeriesState.QUEUED})
+
+
+def _apply_state_rules(session: Session, series_id: int, series_settings: SeriesSettings,
+                       now: dt.datetime) -> SeriesState:
+    """A late slice re-opens the series; a provably complete series is finished at once."""
     series = session.get(Series, series_id, populate_existing=True)
     assert series is not None  # noqa: S101 - the upsert returned its id in this transaction
-    if instance_id is None:
-        stored = session.scalar(select(Instance.path).where(Instance.sop_instance_uid == header.sop_instance_uid))
-        return Recorded(series_id, True, stored or path, SeriesState(series.state))
     _late_slice(series)
-    series.num_instances += 1
-    if series.expected_instances is None and header.expected_instances is not None:
-        series.expected_instances = header.expected_instances
     if series.state == SeriesState.RECEIVING and _provably_complete(session, series):
         finish_series(session, series, series_settings, now)
-    return Recorded(series_id, False, path, SeriesState(series.state))
+    return SeriesState(series.state)
+
+
+def _uncount(series_id: int) -> Any:
+    """Undo the count of the series upsert for an instance that turned out to be a duplicate."""
+    series = _table(Series)
+    return update(series).where(series.c.id == series_id).values(num_instances=series.c.num_instances - 1)
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)  # noqa: S101 - every model here maps one table
+    return table
 
 
 def is_stored(session: Session, sop_instance_uid: str) -> bool:
@@ -240,17 +263,26 @@ def _statements(dialect: str) -> _Statements:
     def values(table: Table, fields: tuple[str, ...]) -> Any:
         return insert(table).values({name: bindparam(name, type_=table.c[name].type) for name in fields})
 
-    def upsert(table: Table, fields: tuple[str, ...], key: str) -> Any:
+    def upsert(table: Table, fields: tuple[str, ...], key: str, **changes: Any) -> Any:
         stmt = values(table, fields)
         return stmt.on_conflict_do_update(
-            index_elements=[table.c[key]], set_={"last_received_at": stmt.excluded.last_received_at}
-        ).returning(table.c.id)
+            index_elements=[table.c[key]], set_={"last_received_at": stmt.excluded.last_received_at, **changes}
+        )
 
-    instance = Instance.__table__
+    study, series = _table(Study), _table(Series)
+    excluded = insert(series).excluded
+    series_upsert = upsert(
+        series,
+        _SERIES_FIELDS,
+        "series_uid",
+        num_instances=series.c.num_instances + 1,
+        expected_instances=func.coalesce(series.c.expected_instances, excluded.expected_instances),
+    ).returning(series.c.id, series.c.state, series.c.num_instances, series.c.expected_instances)
+    instance = _table(Instance)
     return _Statements(
-        study=upsert(Study.__table__, _STUDY_FIELDS, "study_uid"),  # type: ignore[arg-type]
-        series=upsert(Series.__table__, _SERIES_FIELDS, "series_uid"),  # type: ignore[arg-type]
-        instance=values(instance, _INSTANCE_FIELDS)  # type: ignore[arg-type]
+        study=upsert(study, _STUDY_FIELDS, "study_uid").returning(study.c.id),
+        series=series_upsert,
+        instance=values(instance, _INSTANCE_FIELDS)
         .on_conflict_do_nothing(index_elements=[instance.c.sop_instance_uid])
         .returning(instance.c.id),
     )
@@ -258,7 +290,7 @@ def _statements(dialect: str) -> _Statements:
 
 def _execute(session: Session, kind: str, params: dict[str, Any]) -> Any:
     stmt = getattr(_statements(session.get_bind().dialect.name), kind)
-    return session.execute(stmt, params).scalar_one_or_none()
+    return session.execute(stmt, params).one_or_none()
 
 
 def _fit(column: InstrumentedAttribute[Any], value: str) -> str:
@@ -268,7 +300,7 @@ def _fit(column: InstrumentedAttribute[Any], value: str) -> str:
 
 
 def _upsert_study(session: Session, h: InstanceHeader, calling_aet: str, now: dt.datetime) -> int:
-    return int(_execute(session, "study", {
+    row = _execute(session, "study", {
         "study_uid": h.study_uid,
         "patient_id": _fit(Study.patient_id, h.patient_id),
         "patient_name": _fit(Study.patient_name, h.patient_name),
@@ -278,11 +310,13 @@ def _upsert_study(session: Session, h: InstanceHeader, calling_aet: str, now: dt
         "calling_aet": _fit(Study.calling_aet, calling_aet),
         "first_received_at": now,
         "last_received_at": now,
-    }))
+    })
+    return int(row.id)
 
 
-def _upsert_series(session: Session, study_id: int, h: InstanceHeader, now: dt.datetime) -> int:
-    return int(_execute(session, "series", {
+def _upsert_series(session: Session, study_id: int, h: InstanceHeader, now: dt.datetime) -> Any:
+    """The series row after counting the instance in: id, state, num_instances, expected_instances."""
+    return _execute(session, "series", {
         "study_id": study_id,
         "series_uid": h.series_uid,
         "series_number": h.series_number,
@@ -292,11 +326,11 @@ def _upsert_series(session: Session, study_id: int, h: InstanceHeader, now: dt.d
         "slice_thickness": h.slice_thickness,
         "image_type": _fit(Series.image_type, h.image_type),
         "expected_instances": h.expected_instances,
-        "num_instances": 0,
+        "num_instances": 1,
         "state": SeriesState.RECEIVING.value,
         "first_received_at": now,
         "last_received_at": now,
-    }))
+    })
 
 
 def _insert_instance(
@@ -313,4 +347,4 @@ def _insert_instance(
         "z_position": h.z_position,
         "received_at": now,
     })
-    return None if found is None else int(found)
+    return None if found is None else int(found.id)

@@ -84,12 +84,17 @@ class DicomServer:
             (evt.EVT_ABORTED, handlers.handle_aborted),
         ]
         dicom = self.settings.dicom
-        self._server = self.ae.start_server(
-            (dicom.host, dicom.port),
-            block=False,
-            evt_handlers=evt_handlers,  # type: ignore[arg-type]
-            ssl_context=tls_context(dicom),
-        )
+        context = tls_context(dicom)
+        try:
+            self._server = self.ae.start_server(
+                (dicom.host, dicom.port),
+                block=False,
+                evt_handlers=evt_handlers,  # type: ignore[arg-type]
+                ssl_context=context,
+            )
+        except OSError as exc:
+            reason = f"cannot listen on {dicom.host}:{dicom.port} ({exc.strerror or exc})"
+            raise ConfigError("dicom.port", dicom.port, reason) from None
         assert self._server is not None  # noqa: S101 - non-blocking start returns the server
         self.port = int(self._server.server_address[1])
         LOGGER.info(
