@@ -157,3 +157,9 @@ def test_concurrent_transactions_store_a_sop_instance_once(factory) -> None:
         assert session.scalar(select(func.count()).select_from(Instance)) == 1
         assert session.scalar(select(func.count()).select_from(Study)) == 1
     assert series_row(factory).num_instances == 1
+
+
+def test_an_enhanced_ct_series_is_not_refused_for_its_single_instance(factory) -> None:
+    series_id = record(factory, header(1, sop_class_uid="1.2.840.10008.5.1.4.1.1.2.1")).series_id
+    with factory() as session, session.begin():
+        assert mark_ready(session, SETTINGS, T0 + dt.timedelta(minutes=1)) == [series_id]

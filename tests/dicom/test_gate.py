@@ -60,3 +60,9 @@ def test_completeness_needs_an_evenly_spaced_run() -> None:
     assert is_complete(3, [0.0, None, 10.0])  # without full geometry the count decides
     assert evenly_spaced([0.0, 2.5, 5.01, 7.5])
     assert not evenly_spaced([1.0, 1.0, 1.0])
+
+
+def test_enhanced_ct_frames_are_not_counted_as_instances() -> None:
+    one_instance = SeriesFacts(**{**HEAD.__dict__, "num_instances": 1})
+    assert "fewer than the minimum" in refusal(one_instance, SeriesSettings())
+    assert refusal(SeriesFacts(**{**one_instance.__dict__, "multiframe": True}), SeriesSettings()) is None

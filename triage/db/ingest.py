@@ -27,6 +27,9 @@ from triage.domain import SeriesState
 
 LOGGER = logging.getLogger(__name__)
 
+#: Enhanced CT Image Storage: one instance holds many slices (frames).
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+
 
 @dataclass(frozen=True)
 class InstanceHeader:
@@ -218,6 +221,9 @@ def _facts(session: Session, series: Series) -> SeriesFacts:
         slice_thickness=series.slice_thickness,
         image_type=series.image_type,
         num_instances=series.num_instances,
+        multiframe=session.scalar(
+            select(Instance.id).where(Instance.series_id == series.id, Instance.sop_class_uid == ENHANCED_CT).limit(1)
+        ) is not None,
     )
 
 

@@ -16,7 +16,11 @@ from triage.config import SeriesSettings
 
 @dataclass(frozen=True)
 class SeriesFacts:
-    """What the gate looks at, taken from the series' stored header fields."""
+    """What the gate looks at, taken from the series' stored header fields.
+
+    ``multiframe`` is set for Enhanced CT series, whose slices are frames: the instance count says
+    nothing about them, so the slice-count rules do not apply.
+    """
 
     modality: str = "CT"
     body_part: str = ""
@@ -25,6 +29,7 @@ class SeriesFacts:
     slice_thickness: float | None = None
     image_type: str = ""
     num_instances: int = 0
+    multiframe: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,12 @@ def rules(settings: SeriesSettings) -> tuple[Rule, ...]:
         ),
         Rule(
             "minimum slices",
-            lambda f: f.num_instances >= s.min_slices,
+            lambda f: f.multiframe or f.num_instances >= s.min_slices,
             lambda f: f"{f.num_instances} slices, fewer than the minimum of {s.min_slices}",
         ),
         Rule(
             "maximum slices",
-            lambda f: f.num_instances <= s.max_slices,
+            lambda f: f.multiframe or f.num_instances <= s.max_slices,
             lambda f: f"{f.num_instances} slices, more than the maximum of {s.max_slices}",
         ),
     )
