@@ -13,8 +13,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from triage.dicom import metrics
 from triage.dicom.allowlist import AllowedAETs
-from triage.dicom.contexts import ANALYSED_SOP_CLASSES
-from triage.dicom.header import OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS
+from triage.dicom.header import OUT_OF_RESOURCES, SUCCESS, Rejection, check_sop_class
 from triage.dicom.receiver import Receiver
 
 LOGGER = logging.getLogger(__name__)
@@ -38,10 +37,12 @@ def handle_store(event: Event, receiver: Receiver) -> int:
     request = cast(C_STORE, event.request)
     sop_class = str(request.AffectedSOPClassUID or "")
     calling = event.assoc.requestor.ae_title
-    if sop_class not in ANALYSED_SOP_CLASSES:
-        LOGGER.warning("rejected an instance of SOP class %s from %s: not CT", sop_class, calling)
-        metrics.rejected("sop_class", SOP_CLASS_NOT_SUPPORTED)
-        return SOP_CLASS_NOT_SUPPORTED
+    try:
+        check_sop_class(sop_class)  # before anything is encoded
+    except Rejection as exc:
+        LOGGER.warning("rejected an instance from %s: %s", calling, exc)
+        metrics.rejected(exc.reason, exc.status)
+        return exc.status
     try:
         return receiver.receive(
             _encoded(event),
