@@ -117,3 +117,14 @@ def test_remap_keeps_valid_uids_and_fills_the_sop_class(tmp_path: Path) -> None:
     assert ds.StudyInstanceUID == study
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID == mapped_uid("ID_1")
+
+
+def test_a_named_file_that_is_not_dicom_is_a_failure(scp: DicomServer, tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "in", ct_series(2, seed=31))
+    text = tmp_path / "notes.txt"
+    text.write_text("not dicom")
+    report = send_paths([*paths, text], host="127.0.0.1", port=scp.port, called_aet="TRIAGE", calling_aet="X",
+                        progress=False)
+    assert not report.ok and report.stored == 2 and report.total == 3
+    assert [str(f) for f in report.failures] == [f"{text}: no status not a DICOM file (no DICM preamble)"]
+    assert "sent 2 of 3" in report.summary()

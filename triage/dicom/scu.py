@@ -128,7 +128,7 @@ def send_paths(
         raise UsageError(f"--associations {associations} is invalid: expected 1 or more")
     report = SendReport(destination=f"{called_aet}@{host}:{port}")
     items = list(_scan(_files(paths), report))
-    report.total = len(items)
+    report.total += len(items)
     started = time.monotonic()
     for group in _context_groups(items):
         _send_group(group, report, host, port, called_aet, calling_aet, associations, remap_uids, progress)
