@@ -126,5 +126,5 @@ def test_a_named_file_that_is_not_dicom_is_a_failure(scp: DicomServer, tmp_path:
     report = send_paths([*paths, text], host="127.0.0.1", port=scp.port, called_aet="TRIAGE", calling_aet="X",
                         progress=False)
     assert not report.ok and report.stored == 2 and report.total == 3
-    assert [str(f) for f in report.failures] == [f"{text}: no status not a DICOM file (no DICM preamble)"]
+    assert [str(f) for f in report.failures] == [f"{text}: not a DICOM file (no DICM preamble)"]
     assert "sent 2 of 3" in report.summary()

@@ -43,8 +43,8 @@ class FileFailure:
     reason: str
 
     def __str__(self) -> str:
-        code = "no status" if self.status is None else f"0x{self.status:04X}"
-        return f"{self.path}: {code} {self.reason}"
+        code = "" if self.status is None else f"0x{self.status:04X} "
+        return f"{self.path}: {code}{self.reason}"
 
 
 @dataclass
