@@ -51,11 +51,16 @@ def test_threshold_for_sensitivity():
     assert threshold_for_sensitivity(labels, scores, 0.75) == 0.4
     assert threshold_for_sensitivity(labels, scores, 1.0) == 0.2
     assert threshold_for_sensitivity(np.zeros(3), scores[:3], 0.9) is None
+    subdural = np.array([1, 0, 1, 0, 0, 0])
+    subdural_scores = np.array([0.9, 0.6, 0.8, 0.3, 0.1, 0.05])
     chosen = calibrate_thresholds(
-        np.c_[labels, np.zeros((6, 5))], np.c_[scores, np.zeros((6, 5))], sensitivity=0.75,
-        fallback=dict.fromkeys(CLASSES, 0.5),
+        np.c_[labels, np.zeros((6, 4)), subdural], np.c_[scores, np.zeros((6, 4)), subdural_scores],
+        sensitivity=0.75, fallback=dict.fromkeys(CLASSES, 0.5),
     )
-    assert chosen["any"] == 0.4 and chosen["subdural"] == 0.5
+    assert chosen["any"] == 0.4  # target sensitivity
+    assert chosen["epidural"] == 0.5  # no positives: the fallback
+    assert chosen["subdural"] == 0.8  # best F1 (1.0): both positives, no false positive
+
 
 
 def test_class_metrics_has_every_contract_key():

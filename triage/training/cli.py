@@ -40,7 +40,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=default_workers(), metavar="N",
                    help="data-loading processes (default: CPU cores - 1)")
     p.add_argument("--calibrate", action="store_true",
-                   help="choose per-class thresholds for --target-sensitivity and write them into model.json")
+                   help="choose thresholds (any: --target-sensitivity; subtypes: best F1); write them to model.json")
     p.add_argument("--target-sensitivity", type=float, default=0.95, metavar="S",
                    help="sensitivity the calibrated thresholds reach (default 0.95)")
     p.add_argument("--bootstrap", type=_positive_int, default=1000, metavar="N",

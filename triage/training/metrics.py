@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_fscore_support
+from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
 
 from triage.domain import ANY, CLASSES
 
@@ -167,16 +167,32 @@ def _finite(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
+def threshold_for_best_f1(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """The threshold with the highest F1 (None without positives)."""
+    labels = np.asarray(labels).astype(bool)
+    if not labels.any():
+        return None
+    precision, recall, thresholds = precision_recall_curve(labels, np.asarray(scores))
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thresholds[int(np.argmax(f1))])
+
+
 def calibrate_thresholds(
     labels: np.ndarray, probabilities: np.ndarray, *, sensitivity: float, fallback: Mapping[str, float]
 ) -> dict[str, float]:
-    """Per class the highest threshold reaching ``sensitivity`` on these (validation) slices.
+    """Operating thresholds chosen on (validation) slices.
 
-    A class without positives keeps its ``fallback`` threshold.
+    ``any``, which decides whether a study goes to the top of the worklist, gets the highest
+    threshold that reaches ``sensitivity``; each subtype, which names the finding, gets the
+    threshold of its best F1. A class without positives keeps its ``fallback`` threshold.
     """
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     chosen = {}
     for k, name in enumerate(CLASSES):
-        value = threshold_for_sensitivity(np.asarray(labels)[:, k], np.asarray(probabilities)[:, k], sensitivity)
+        if name == ANY:
+            value = threshold_for_sensitivity(labels[:, k], probabilities[:, k], sensitivity)
+        else:
+            value = threshold_for_best_f1(labels[:, k], probabilities[:, k])
         chosen[name] = fallback[name] if value is None else min(max(value, 1e-6), 1.0)
     return chosen
 
