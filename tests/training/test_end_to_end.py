@@ -124,6 +124,8 @@ def test_one_stage_retrained_keeps_the_other(trained, phantoms, tmp_path):
     assert (tmp_path / "m.previous" / "model.json").exists()
     assert list(read_metadata(model).training["history"]) == ["subtype"]
     Classifier(model, device="cpu")
+    with pytest.raises(Exception, match=r"has \{'input_pool': 4\}; train the other stage with the same options"):
+        train_model(_config(input_pool=2), TrainRequest(data, labels, model, stages="detect"))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,14 @@ import torch
 
 from triage.errors import UsageError
 from triage.imaging import IMAGE_SIZES, WINDOWS
-from triage.model import Classifier, ModelMetadata, load_model_directory, save_model_directory, update_metadata
+from triage.model import (
+    Classifier,
+    ModelMetadata,
+    load_model_directory,
+    read_metadata,
+    save_model_directory,
+    update_metadata,
+)
 from triage.training.evaluate import DEFAULT_SENSITIVITY, evaluate_table, write_outputs
 from triage.training.kaggle import SliceTable, read_kaggle, split_by_study
 from triage.training.loop import StageResult, StageTrainer, TrainConfig, limit_validation
@@ -59,8 +66,20 @@ def check_recipe(config: TrainConfig, request: TrainRequest) -> None:
         raise UsageError(
             f"--stage {request.stages} keeps the other stage of an existing model, but {str(request.out)!r} has none"
         )
+    if request.stages != "both":
+        _check_kept_stage(config, request.out)
     if not 0.0 < request.sensitivity <= 1.0:
         raise UsageError(f"--target-sensitivity {request.sensitivity} must be in (0, 1]")
+
+
+def _check_kept_stage(config: TrainConfig, model_dir: Path) -> None:
+    """The stage kept from an existing model must expect the same input as the one trained now."""
+    kept = read_metadata(model_dir)
+    wanted = {"backbone": config.backbone, "image_size": config.image_size, "input_pool": config.input_pool,
+              "windowing": config.windowing}
+    differ = {key: getattr(kept, key) for key, value in wanted.items() if getattr(kept, key) != value}
+    if differ:
+        raise UsageError(f"the model in {str(model_dir)!r} has {differ}; train the other stage with the same options")
 
 
 def _tables(config: TrainConfig, request: TrainRequest) -> tuple[SliceTable, SliceTable]:
