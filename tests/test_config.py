@@ -134,3 +134,9 @@ def test_cli_exits_2_with_one_line(tmp_path: Path) -> None:
     proc = run_triage("serve", cwd=tmp_path, env=triage_env(TRIAGE_DATABASE_URL="oracle://x"))
     assert proc.returncode == 2
     assert "database_url='oracle://x'" in proc.stderr
+
+
+def test_deploy_example_config_is_the_embedded_one() -> None:
+    from tests.helpers import REPO
+
+    assert (REPO / "deploy" / "triage.toml").read_text() == EXAMPLE_CONFIG
