@@ -142,3 +142,17 @@ def test_the_stored_bytes_are_the_received_bytes(scp: DicomServer, scp_settings,
     stored = scp_settings.store / instance.path
     (_, sent_at), (_, kept_at) = split_dataset(path), split_dataset(stored)
     assert stored.read_bytes()[kept_at:] == path.read_bytes()[sent_at:]
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI", "ignore:The value length")
+@pytest.mark.parametrize("bad", ["../../../../tmp/evil", "1.2/3", "1" * 80, "1.2.3\\\\..\\\\x"])
+def test_path_traversal_uids_over_the_network_get_0xc000(scp: DicomServer, scp_settings, rows, tmp_path,
+                                                         monkeypatch, bad: str) -> None:
+    ds = pydicom.dcmread(get_testdata_file(CT_SMALL))
+    ds.SeriesInstanceUID = bad
+    path = tmp_path / "evil.dcm"
+    ds.save_as(path)
+    assert send_raw(scp.port, path, monkeypatch) == 0xC000
+    assert rows() == ([], [])
+    assert not Path("/tmp/evil").exists() and not Path("/tmp/evil.dcm").exists()
+    assert list(scp_settings.store.rglob("*.dcm")) == []
