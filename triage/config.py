@@ -103,7 +103,7 @@ class SeriesSettings(_Section):
     min_slice_thickness: float = Field(0.5, ge=0)
     max_slice_thickness: float = Field(10.0, gt=0)
     body_part_pattern: str = r"(?i)head|brain|skull|cran|neuro|^$"
-    description_pattern: str = r"(?i)head|brain|skull|cran|neuro|ich|ct|^$"
+    description_pattern: str = r"(?i)head|brain|skull|cran|neuro|stroke|^$"
     require_axial: bool = True
 
     @field_validator("body_part_pattern", "description_pattern")

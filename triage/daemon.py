@@ -103,11 +103,24 @@ class Daemon:
                     service.start()
                     self.services.append(service)
                     LOGGER.info("%s started", service.name)
+            self._connect()
             if self.scheduler is not None:
                 self.scheduler.start()
         except BaseException:
             self.stop()
             raise
+
+    def _connect(self) -> None:
+        """In one process, a stored slice wakes the worker at once (else it polls the database)."""
+        if not {"scp", "worker"} <= set(self.roles):
+            return
+        from triage.dicom.server import DicomServer
+        from triage.worker.service import WorkerService
+
+        dicom = [s for s in self.services if isinstance(s, DicomServer)]
+        worker = [s for s in self.services if isinstance(s, WorkerService)]
+        if dicom and worker:
+            dicom[0].listeners.append(worker[0].notify)
 
     def _build(self, role: str) -> list[Service]:
         assert self.factory is not None  # noqa: S101

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 
 from triage.config import SeriesSettings
@@ -32,12 +33,21 @@ class Receiver:
         Runs the database work (shared transactions across associations).
     series_settings
         For the series gate when a series turns out to be complete.
+    on_stored
+        Called after each new instance is durable (the daemon wakes the worker with it).
     """
 
-    def __init__(self, store: DicomStore, committer: GroupCommitter, series_settings: SeriesSettings) -> None:
+    def __init__(
+        self,
+        store: DicomStore,
+        committer: GroupCommitter,
+        series_settings: SeriesSettings,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.committer = committer
         self.series_settings = series_settings
+        self.on_stored = on_stored
 
     def receive(
         self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, calling_aet: str
@@ -96,6 +106,8 @@ class Receiver:
             metrics.DUPLICATES.inc()
             return SUCCESS
         metrics.INSTANCES_STORED.inc()
+        if self.on_stored is not None:
+            self.on_stored()
         return SUCCESS
 
     def _work(self, header: InstanceHeader, stored: StoredFile, calling_aet: str) -> partial[Recorded]:

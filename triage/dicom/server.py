@@ -6,6 +6,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pynetdicom import AE, evt
@@ -67,12 +68,14 @@ class DicomServer:
         self.allowed = AllowedAETs(settings.dicom.allowed_aets, factory)
         self._server: ThreadedAssociationServer | None = None
         self.port: int = settings.dicom.port
+        #: Called after each newly stored instance (the daemon adds the worker's wake-up here).
+        self.listeners: list[Callable[[], None]] = []
 
     def start(self) -> None:
         """Prepare the store and listen (non-blocking); ``port`` is then the bound port."""
         store = DicomStore(self.settings.store)
         store.prepare()
-        receiver = Receiver(store, self.committer, self.settings.series)
+        receiver = Receiver(store, self.committer, self.settings.series, on_stored=self._stored)
         self.ae = build_ae(self.settings.dicom)
         evt_handlers: list[tuple[evt.EventType, object] | tuple[evt.EventType, object, list[object]]] = [
             (evt.EVT_C_ECHO, handlers.handle_echo),
@@ -118,6 +121,10 @@ class DicomServer:
         for assoc in running:
             if assoc is not threading.current_thread():
                 assoc.join(timeout=2.0)
+
+    def _stored(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     @property
     def active_associations(self) -> int:
