@@ -104,7 +104,7 @@ def _initialise_imagenet(network: nn.Module, backbone: str) -> str:
     except Exception as exc:  # noqa: BLE001 - offline or blocked: fall back, and say so in the metadata
         LOGGER.warning("ImageNet weights %s are not available (%s); starting from random weights", name, exc)
         return f"random (imagenet unavailable: {type(exc).__name__})"
-    _load_backbone(network, state, name)
+    load_backbone(network, state, name)
     return f"imagenet:{name}"
 
 
@@ -125,12 +125,18 @@ def _initialise_file(network: nn.Module, path: Path) -> str:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelError(f"initial weights {str(path)!r} hold a {type(state).__name__}, expected a state dict")
-    _load_backbone(network, state, str(path))
+    load_backbone(network, state, str(path))
     return f"file:{path.name}:sha256:{digest}"
 
 
-def _load_backbone(network: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
-    """Load every tensor but the classification head; fail when the backbone does not fit."""
+def load_backbone(network: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Load every tensor but the classification head (``fc``) from ``state``.
+
+    Raises
+    ------
+    ModelError
+        When the backbone tensors do not fit ``network`` (the message names ``origin``).
+    """
     backbone_state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     if isinstance(network.conv1, nn.Sequential) and "conv1.weight" in backbone_state:
         backbone_state["conv1.1.weight"] = backbone_state.pop("conv1.weight")

@@ -68,6 +68,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="train both stages, or one (keeping the other from the model in --out)")
     p.add_argument("--init-weights", default="imagenet", metavar="imagenet|random|PATH",
                    help="ImageNet via torchvision (random if unavailable), random, or a local state dict file")
+    p.add_argument("--subtype-init", choices=("detect", "same"), default="detect",
+                   help="stage 2 starts from the trained stage-1 backbone (detect, default) or like stage 1 (same)")
     p.add_argument("--validation-fraction", type=_fraction, default=0.1, metavar="F",
                    help="share of studies held out for validation (default 0.1)")
     p.add_argument("--max-validation-slices", type=_positive_int, metavar="N", help="cap the validation split")
@@ -103,7 +105,7 @@ def train_command(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, patience=args.patience,
         validation_fraction=args.validation_fraction, max_validation_slices=args.max_validation_slices,
         augment=not args.no_augment, workers=args.workers, device=args.device, threads=args.threads,
-        init_weights=init, seed=args.seed, progress=not args.no_progress,
+        init_weights=init, subtype_init=args.subtype_init, seed=args.seed, progress=not args.no_progress,
     )
     request = TrainRequest(
         data_dir=Path(args.data), labels_csv=Path(args.labels), out=Path(args.out),

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from triage.errors import UsageError
-from triage.model.network import build_network, initialise
+from triage.model.network import build_network, initialise, load_backbone
 from triage.model.runtime import resolve_device
 from triage.training.dataset import SliceDataset, loader
 from triage.training.kaggle import SliceTable
@@ -55,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     init_weights: str | None = "imagenet"
+    subtype_init: str = "detect"
     seed: int = 0
     progress: bool = True
 
@@ -113,11 +114,19 @@ class StageTrainer:
     """Trains one stage (``detect`` or ``subtype``) and checkpoints after every epoch."""
 
     def __init__(
-        self, stage: str, config: TrainConfig, train: SliceTable, validation: SliceTable, checkpoint: Path
+        self,
+        stage: str,
+        config: TrainConfig,
+        train: SliceTable,
+        validation: SliceTable,
+        checkpoint: Path,
+        *,
+        init_from: nn.Module | None = None,
     ) -> None:
         if stage not in STAGE_COLUMNS:
             raise UsageError(f"unknown stage {stage!r}: expected detect or subtype")
         self.stage, self.config, self.checkpoint = stage, config, checkpoint
+        self.init_from = init_from
         self.train_table, self.validation_table = stage_tables(stage, train, validation)
         if len(self.train_table) == 0 or len(self.validation_table) == 0:
             raise UsageError(
@@ -134,7 +143,11 @@ class StageTrainer:
         seed_everything(self.config.seed + (0 if self.stage == "detect" else 1))
         outputs = self.columns.stop - self.columns.start
         network = build_network(self.config.backbone, outputs, input_pool=self.config.input_pool)
-        origin = initialise(network, self.config.backbone, self.config.init_weights)
+        if self.init_from is not None:
+            load_backbone(network, self.init_from.state_dict(), "the trained stage-1 network")
+            origin = "the trained detect stage"
+        else:
+            origin = initialise(network, self.config.backbone, self.config.init_weights)
         network.to(self.device)
         network.to(memory_format=torch.channels_last)
         return network, origin

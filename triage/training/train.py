@@ -57,6 +57,8 @@ def check_recipe(config: TrainConfig, request: TrainRequest) -> None:
     """Refuse options that cannot work, naming the value (before any slow step)."""
     if config.image_size not in IMAGE_SIZES:
         raise UsageError(f"--image-size {config.image_size} is not supported: expected one of {IMAGE_SIZES}")
+    if config.subtype_init not in ("detect", "same"):
+        raise UsageError(f"--subtype-init {config.subtype_init!r} is not one of ('detect', 'same')")
     if request.stages not in STAGE_CHOICES:
         raise UsageError(f"--stage {request.stages!r} is not one of {STAGE_CHOICES}")
     for name in ("epochs", "batch_size"):
@@ -110,7 +112,9 @@ def train_model(config: TrainConfig, request: TrainRequest) -> ModelMetadata:
         _, networks = load_model_directory(request.out)
     for stage in ("detect", "subtype"):
         if request.stages in ("both", stage):
-            trainer = StageTrainer(stage, config, train, validation, request.work / f"checkpoint-{stage}.pt")
+            init_from = networks.get("detect") if stage == "subtype" and config.subtype_init == "detect" else None
+            trainer = StageTrainer(stage, config, train, validation, request.work / f"checkpoint-{stage}.pt",
+                                   init_from=init_from)
             results[stage] = trainer.run(resume=request.resume)
             networks[stage] = results[stage].network.to("cpu")
     metadata = _save(config, request, networks, results, train, validation, time.monotonic() - started)
