@@ -203,8 +203,13 @@ def _common(parser: argparse.ArgumentParser, *, daemon: bool = False) -> None:
         parser.add_argument("--model", metavar="MODEL_DIR", help="model directory for the worker")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every contract command (DESIGN.md section 3)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every contract command (DESIGN.md section 3).
+
+    The arguments of ``train`` and ``evaluate`` come from :mod:`triage.training`, which loads torch
+    (seconds): they are only added when ``command`` is one of them (None: all of them), so the other
+    commands start fast.
+    """
     parser = argparse.ArgumentParser(
         prog="triage",
         description="Worklist triage of intracranial hemorrhage on head CT.",
@@ -265,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("train", cmd_train, "train both stages on RSNA-layout data; writes a model directory")
-    _add_training_arguments(p)
+    if command in (None, "train"):
+        _add_training_arguments(p)
 
     p = add("evaluate", cmd_evaluate, "per-class precision/recall/F1, AUC, weighted log loss, plots")
-    _add_evaluation_arguments(p)
+    if command in (None, "evaluate"):
+        _add_evaluation_arguments(p)
 
     p = add("user", cmd_user, "web users and API tokens")
     user_sub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -297,7 +304,9 @@ def _add_evaluation_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 ok, 2 usage/configuration, 1 runtime failure)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "log_level", None) or "INFO")
     try:
