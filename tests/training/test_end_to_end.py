@@ -164,3 +164,16 @@ def test_unlabelled_directory_is_refused(phantoms, tmp_path):
                                               "subarachnoid", "subdural")))
     with pytest.raises(Exception, match="no labelled, readable"):
         train_model(_config(), TrainRequest(Path(data), labels, tmp_path / "m"))
+
+
+def test_demo_model_is_trained_on_phantoms_and_loads(tmp_path):
+    from triage.training import train_demo_model
+
+    out = train_demo_model(tmp_path / "model", work_dir=tmp_path / "work", minutes=0.01, studies=6)
+    meta = read_metadata(out)
+    assert meta.name == "demo-phantom-resnet18" and meta.input_pool == 2 and meta.image_size == 224
+    assert meta.training["recipe"]["keep"] == "last" and meta.training["recipe"]["epochs"] == 2
+    history = meta.training["history"]["detect"]
+    assert history[0]["validation_loss"] is None and history[-1]["validation_loss"] is not None
+    assert "validation" in meta.metrics
+    assert Classifier(out, device="cpu").predict(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 6)

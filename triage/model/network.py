@@ -56,17 +56,17 @@ def build_network(backbone: str, outputs: int, *, input_pool: int = 1) -> nn.Mod
     outputs
         Number of logits: 1 for stage 1 (any ICH), 5 for stage 2 (subtypes).
     input_pool
-        1 (the paper's network), or 2/4: max-pool the input by that factor before the first
-        convolution (the paper's optional 448 -> 224 pooling, taken one step further), which makes
-        small CPU-trained models (the demo) 4 or 16 times cheaper. ``conv1`` then becomes
-        ``Sequential(MaxPool2d, Conv2d)``.
+        1 (the paper's network), or 2/4: average-pool the input by that factor before the first
+        convolution, which makes small CPU-trained models (the demo) 4 or 16 times cheaper.
+        Averaging (not the max of the paper's 448 -> 224 step) also averages the CT noise away.
+        ``conv1`` then becomes ``Sequential(AvgPool2d, Conv2d)``.
     """
     if input_pool not in INPUT_POOLS:
         raise ModelError(f"input_pool {input_pool!r} is not one of {INPUT_POOLS}")
     network = BACKBONES[check_backbone(backbone)](weights=None)
     network.fc = nn.Linear(network.fc.in_features, outputs)
     if input_pool > 1:
-        network.conv1 = nn.Sequential(nn.MaxPool2d(input_pool), network.conv1)
+        network.conv1 = nn.Sequential(nn.AvgPool2d(input_pool), network.conv1)
     return network
 
 

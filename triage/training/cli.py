@@ -64,6 +64,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=float, default=3e-4, metavar="LR", help="AdamW peak rate (one-cycle)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--patience", type=_positive_int, default=3, help="epochs without a better validation loss")
+    p.add_argument("--keep", choices=("best", "last"), default="best",
+                   help="weights kept per stage: the epoch with the best validation loss, or the last one")
     p.add_argument("--stage", choices=("both", "detect", "subtype"), default="both",
                    help="train both stages, or one (keeping the other from the model in --out)")
     p.add_argument("--init-weights", default="imagenet", metavar="imagenet|random|PATH",
@@ -105,7 +107,8 @@ def train_command(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, patience=args.patience,
         validation_fraction=args.validation_fraction, max_validation_slices=args.max_validation_slices,
         augment=not args.no_augment, workers=args.workers, device=args.device, threads=args.threads,
-        init_weights=init, subtype_init=args.subtype_init, seed=args.seed, progress=not args.no_progress,
+        init_weights=init, subtype_init=args.subtype_init, keep=args.keep, seed=args.seed,
+        progress=not args.no_progress,
     )
     request = TrainRequest(
         data_dir=Path(args.data), labels_csv=Path(args.labels), out=Path(args.out),
@@ -144,4 +147,8 @@ def _print_summary(metrics: dict, title: str) -> None:
         lines.append(f"{name:<18}{m['precision']:7.2f}{m['recall']:7.2f}{m['f1']:7.2f}{m['count']:7d}{auc:>8}   "
                      f"{interval}")
     lines.append(f"weighted log loss {metrics['weighted_log_loss']:.4f}; study AUC any {metrics.get('study_auc_any')}")
+    if "study_any" in metrics:
+        s = metrics["study_any"]
+        lines.append(f"studies flagged at P(any) >= {s['threshold']:.3f}: {s['flagged']} (sensitivity "
+                     f"{s['sensitivity']}, specificity {s['specificity']})")
     sys.stdout.write("\n".join(lines) + "\n")

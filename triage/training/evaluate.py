@@ -89,7 +89,8 @@ def evaluate_table(
     thresholds, detection = classifier.default_thresholds, classifier.detection_threshold
     if calibrate:
         ungated = compose_probabilities(p_any, p_sub, np.ones(len(p_any), dtype=bool))
-        thresholds = calibrate_thresholds(table.labels, ungated, sensitivity=sensitivity, fallback=thresholds)
+        thresholds = calibrate_thresholds(table.labels, ungated, sensitivity=sensitivity, fallback=thresholds,
+                                          studies=table.studies.astype(str))
         detection = min(thresholds.values())
     ran = p_any >= detection
     probabilities = compose_probabilities(p_any, p_sub[ran], ran)

@@ -56,6 +56,7 @@ class TrainConfig:
     threads: int = 0
     init_weights: str | None = "imagenet"
     subtype_init: str = "detect"
+    keep: str = "best"
     seed: int = 0
     progress: bool = True
 
@@ -72,7 +73,7 @@ class StageResult:
     """The best network of a stage and how training went."""
 
     network: nn.Module
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)
     best_epoch: int = 0
     best_validation_loss: float = math.inf
     initialisation: str = "random"
@@ -182,12 +183,14 @@ class StageTrainer:
             train_loss = self._train_epoch(network, optimizer, schedule, loader(dataset, workers=config.workers,
                                                                               batch_sampler=sampler), epoch)
             seconds = time.monotonic() - started
+            if config.keep == "last" and epoch + 1 < config.epochs:
+                # The last epoch is kept whatever happens: validation (and early stopping) would only cost time.
+                result.history.append(self._row(epoch, train_loss, None, schedule, seconds))
+                LOGGER.info("stage %s epoch %d/%d: train loss %.4f", self.stage, epoch + 1, config.epochs, train_loss)
+                self._save(network, optimizer, schedule, result, epoch + 1, stale, best_state)
+                continue
             validation_loss, _ = self.validate(network)
-            result.history.append({
-                "epoch": epoch + 1, "train_loss": train_loss, "validation_loss": validation_loss,
-                "learning_rate": float(schedule.get_last_lr()[0]), "seconds": seconds,
-                "images_per_second": self.steps * config.batch_size / max(seconds, 1e-9),
-            })
+            result.history.append(self._row(epoch, train_loss, validation_loss, schedule, seconds))
             if validation_loss < result.best_validation_loss - 1e-4:
                 result.best_validation_loss, result.best_epoch, stale = validation_loss, epoch + 1, 0
                 best_state = copy.deepcopy(network.state_dict())
@@ -201,8 +204,19 @@ class StageTrainer:
             self._save(network, optimizer, schedule, result, epoch + 1, stale, best_state)
         if result.stopped_early:
             LOGGER.info("stage %s stopped early: no better validation loss for %d epoch(s)", self.stage, stale)
-        network.load_state_dict(best_state)
+        if self.config.keep == "best":
+            network.load_state_dict(best_state)
+        else:
+            result.best_epoch = len(result.history)
         return result
+
+    def _row(self, epoch: int, train_loss: float, validation_loss: float | None, schedule: Any,
+             seconds: float) -> dict[str, float | None]:
+        return {
+            "epoch": epoch + 1, "train_loss": train_loss, "validation_loss": validation_loss,
+            "learning_rate": float(schedule.get_last_lr()[0]), "seconds": seconds,
+            "images_per_second": self.steps * self.config.batch_size / max(seconds, 1e-9),
+        }
 
     def _targets(self, labels: torch.Tensor) -> torch.Tensor:
         return labels[:, self.columns].to(self.device)

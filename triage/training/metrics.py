@@ -137,6 +137,14 @@ def class_metrics(
         result["studies"] = len(study_scores)
         result["positive_studies"] = int(study_labels.sum())
         result["study_auc_any"] = _finite(auc(study_labels, study_scores))
+        flagged = study_scores >= thresholds[ANY]
+        result["study_any"] = {
+            "threshold": float(thresholds[ANY]),
+            "flagged": int(flagged.sum()),
+            "sensitivity": _ratio(int((flagged & (study_labels == 1)).sum()), int((study_labels == 1).sum())),
+            "specificity": _ratio(int((~flagged & (study_labels == 0)).sum()), int((study_labels == 0).sum())),
+            "precision": _ratio(int((flagged & (study_labels == 1)).sum()), int(flagged.sum())),
+        }
         interval = bootstrap_auc(study_labels, study_scores, resamples=resamples)
         result["study_auc_any_ci95"] = [_finite(v) for v in interval]
     return result
@@ -162,6 +170,10 @@ def _one_class(
     }
 
 
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
 def _finite(value: float) -> float | None:
     """JSON has no NaN: undefined figures become null."""
     return None if value is None or not np.isfinite(value) else float(value)
@@ -178,18 +190,29 @@ def threshold_for_best_f1(labels: np.ndarray, scores: np.ndarray) -> float | Non
 
 
 def calibrate_thresholds(
-    labels: np.ndarray, probabilities: np.ndarray, *, sensitivity: float, fallback: Mapping[str, float]
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    sensitivity: float,
+    fallback: Mapping[str, float],
+    studies: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Operating thresholds chosen on (validation) slices.
 
-    ``any``, which decides whether a study goes to the top of the worklist, gets the highest
-    threshold that reaches ``sensitivity``; each subtype, which names the finding, gets the
-    threshold of its best F1. A class without positives keeps its ``fallback`` threshold.
+    ``any`` decides whether a study goes to the top of the worklist, and a study is flagged when
+    its highest slice P(any) passes the threshold; so with ``studies`` given, ``any`` gets the
+    highest threshold that flags ``sensitivity`` of the studies with a bleed (without studies: of
+    the positive slices). Each subtype, which names the finding, gets the threshold of its best
+    F1 over slices. A class without positives keeps its ``fallback`` threshold.
     """
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     chosen = {}
     for k, name in enumerate(CLASSES):
-        if name == ANY:
+        if name == ANY and studies is not None:
+            _, study_scores = study_max(probabilities[:, k], studies)
+            _, study_labels = study_max(labels[:, k], studies)
+            value = threshold_for_sensitivity(study_labels, study_scores, sensitivity)
+        elif name == ANY:
             value = threshold_for_sensitivity(labels[:, k], probabilities[:, k], sensitivity)
         else:
             value = threshold_for_best_f1(labels[:, k], probabilities[:, k])

@@ -20,19 +20,23 @@ from triage.domain import CLASSES  # noqa: E402
 LOGGER = logging.getLogger(__name__)
 
 
-def training_curve(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path) -> Path:
+def training_curve(histories: Mapping[str, Sequence[Mapping[str, float | None]]], path: Path) -> Path:
     """Train and validation loss per epoch, one panel per stage."""
     stages = [stage for stage, history in histories.items() if history]
     figure, axes = plt.subplots(1, max(1, len(stages)), figsize=(5 * max(1, len(stages)), 3.6), squeeze=False)
     for axis, stage in zip(axes[0], stages, strict=False):
         history = histories[stage]
         epochs = [row["epoch"] for row in history]
-        axis.plot(epochs, [row["train_loss"] for row in history], marker="o", label="training")
-        axis.plot(epochs, [row["validation_loss"] for row in history], marker="o", label="validation")
+        axis.plot(epochs, [_value(row["train_loss"]) for row in history], marker="o", label="training")
+        axis.plot(epochs, [_value(row["validation_loss"]) for row in history], marker="o", label="validation")
         axis.set(title=f"stage {stage}", xlabel="epoch", ylabel="binary cross-entropy")
         axis.grid(alpha=0.3)
         axis.legend()
     return _save(figure, path)
+
+
+def _value(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def roc_curves(labels: np.ndarray, probabilities: np.ndarray, metrics: Mapping[str, Any], path: Path) -> Path:

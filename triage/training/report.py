@@ -85,6 +85,11 @@ def markdown_report(
         lines.append(f"- **Study-level AUC for any** (maximum over slices, {metrics['studies']} studies, "
                      f"{metrics['positive_studies']} with a bleed): {_number(metrics['study_auc_any'], 4)} "
                      f"(95 % interval {_number(low, 4)} – {_number(high, 4)})")
+    if "study_any" in metrics:
+        s = metrics["study_any"]
+        lines.append(f"- **Worklist flags** (study flagged when a slice's P(any) >= {s['threshold']:.3f}): "
+                     f"{s['flagged']} flagged; sensitivity {_number(s['sensitivity'])}, specificity "
+                     f"{_number(s['specificity'])}, precision {_number(s['precision'])}")
     lines += ["", "Intervals: percentile bootstrap, resampling whole studies (slices of a study are correlated).", ""]
     for caption, path in figures.items():
         lines += [f"![{caption}]({path})", ""]

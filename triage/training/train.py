@@ -57,6 +57,8 @@ def check_recipe(config: TrainConfig, request: TrainRequest) -> None:
     """Refuse options that cannot work, naming the value (before any slow step)."""
     if config.image_size not in IMAGE_SIZES:
         raise UsageError(f"--image-size {config.image_size} is not supported: expected one of {IMAGE_SIZES}")
+    if config.keep not in ("best", "last"):
+        raise UsageError(f"--keep {config.keep!r} is not one of ('best', 'last')")
     if config.subtype_init not in ("detect", "same"):
         raise UsageError(f"--subtype-init {config.subtype_init!r} is not one of ('detect', 'same')")
     if request.stages not in STAGE_CHOICES:
