@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from triage.model import Classifier, save_random_model
+from triage.model import Classifier, save_model_directory
+from triage.model.directory import STAGE_OUTPUTS
 from triage.model.network import build_network
 
 
@@ -56,10 +57,32 @@ def eager_batch1(network: torch.nn.Module):
     return run
 
 
+def spread_head(network: torch.nn.Module, x: torch.Tensor) -> None:
+    """Rescale the random head so that the probe batch gives logits of mean 0 and spread 1.
+
+    A random ResNet-50 gives logits near +20 for every input, whose sigmoid is exactly 1.0 in
+    float32: agreement between backends would then be measured on saturated values only.
+    """
+    with torch.no_grad():
+        logits = network(x)
+        scale = logits.std(dim=0).clamp_min(1e-6)
+        network.fc.weight /= scale[:, None]
+        network.fc.bias.copy_(network.fc.bias / scale - (logits / scale).mean(dim=0))
+
+
+def model_directory(path: Path, backbone: str, size: int, x: np.ndarray) -> Path:
+    torch.manual_seed(0)
+    networks = {stage: build_network(backbone, len(outputs)).eval() for stage, outputs in STAGE_OUTPUTS.items()}
+    for network in networks.values():
+        spread_head(network, torch.from_numpy(x))
+    save_model_directory(path, networks, name=f"bench-{backbone}", backbone=backbone, image_size=size)
+    return path
+
+
 def bench_size(args: argparse.Namespace, size: int, workdir: Path) -> None:
-    model_dir = save_random_model(workdir / f"m{size}", backbone=args.backbone, image_size=size, seed=0)
     batch = args.batch
     x = np.random.default_rng(0).random((batch, 3, size, size), dtype=np.float32)
+    model_dir = model_directory(workdir / f"m{size}", args.backbone, size, x)
     variants = {}
     torch_classifier = Classifier(model_dir, device="cpu", threads=args.threads, batch_size=batch)
     reference_net = build_network(args.backbone, 1).eval()
@@ -73,6 +96,7 @@ def bench_size(args: argparse.Namespace, size: int, workdir: Path) -> None:
     if torch.cuda.is_available():
         variants[f"cuda-amp-b{args.gpu_batch}"] = Classifier(model_dir, device="cuda", batch_size=args.gpu_batch).detect
     reference = variants["eager-b1 (baseline)"](x)
+    assert 0.01 < reference.min() and reference.max() < 0.99, "probe outputs are saturated"
     agreement = {name: float(np.abs(run(x) - reference).max()) for name, run in variants.items()}
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
