@@ -3,7 +3,7 @@
 Recipes measured in the same run, interleaved:
   resnet50-224-nchw     the paper's network at 224, NCHW (baseline)
   resnet50-224          the same in channels-last, as triage.training trains it
-  resnet18-224-pool2    the demo recipe (ResNet-18, 224 input max-pooled to 112 inside the network)
+  resnet18-224-pool2    the demo recipe (ResNet-18, 224 input average-pooled to 112 inside the network)
 and, with --data DIR --labels CSV, the full path of `triage train` for the demo recipe: DICOM reading,
 preprocessing in DataLoader workers, balanced batches.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,7 +11,7 @@ from sqlalchemy import inspect, select
 
 from triage.db import migrate
 from triage.db.engine import create_db_engine, session_factory, transaction
-from triage.db.models import Base, Instance, Series, Study
+from triage.db.models import Base, Instance, Series, Study, Threshold
 from triage.db.thresholds import load_thresholds, seed_thresholds
 from triage.domain import CLASSES
 
@@ -67,6 +68,28 @@ def test_thresholds_seeded_once(factory) -> None:
         thresholds, enabled = load_thresholds(s)
     assert thresholds == dict.fromkeys(CLASSES, 0.4)
     assert all(enabled.values())
+
+
+def test_thresholds_seeded_by_two_processes_starting_together(factory) -> None:
+    """A second daemon seeds while the first one's rows are inserted but not yet committed."""
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            seed_thresholds(factory, dict.fromkeys(CLASSES, 0.9))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with factory() as first, first.begin():
+        first.add_all(Threshold(class_name=name, threshold=0.4, alert_enabled=True) for name in CLASSES)
+        first.flush()
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.5)  # blocked on the first one's rows (PostgreSQL) or its write lock (SQLite)
+    thread.join(30)
+    assert not thread.is_alive() and errors == []
+    with factory() as s:
+        assert load_thresholds(s)[0] == dict.fromkeys(CLASSES, 0.4)
 
 
 def test_engine_pragmas_on_sqlite(tmp_path) -> None:

@@ -124,7 +124,7 @@ def test_two_workers_share_the_queue_each_series_once(settings, factory, model_d
         wait_for(lambda: _states(factory) == Counter({"classified": n}), timeout=300)
     finally:
         codes = [_stop(p) for p in procs]
-    assert codes == [0, 0]
+    assert codes == [0, 0], [log.read_text()[-4000:] for log in logs]
     done = [int(m) for log in logs for m in re.findall(r"series (\d+) classified", log.read_text())]
     assert sorted(done) == sorted(set(done)) and len(done) == n
     per_worker = [len(re.findall(r"series \d+ classified", log.read_text())) for log in logs]

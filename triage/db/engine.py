@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -67,3 +68,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 def is_sqlite(engine: Engine) -> bool:
     """Whether ``engine`` talks to SQLite."""
     return engine.dialect.name == "sqlite"
+
+
+def dialect_insert(session: Session) -> Any:
+    """The ``insert`` construct of the session's dialect (PostgreSQL or SQLite), which has ``on_conflict_*``."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from triage.config import Settings
 from triage.db.admin import ALERT_CHANNELS, get_admin_setting
 from triage.db.audit import audit
+from triage.db.engine import dialect_insert
 from triage.db.models import Alert, Series, SeriesResult, Study, utcnow
 from triage.domain import ANY, CLASSES, AlertChannel, AlertState
 
@@ -222,10 +222,8 @@ def insert_row(
         "next_attempt_at": now,
         "created_at": now,
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(Alert).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Alert)
+        dialect_insert(session)(Alert).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Alert)
     )
     alert = session.scalars(statement).one_or_none()
     if alert is not None:

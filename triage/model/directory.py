@@ -74,7 +74,7 @@ class ModelMetadata:
     windowing
         ``sigmoid`` or ``linear``.
     input_pool
-        Extra max-pooling inside the network before its first convolution (1: none).
+        Extra average-pooling inside the network before its first convolution (1: none).
     windows
         Channel name -> (level, width) in HU, in channel order.
     class_names

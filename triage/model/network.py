@@ -39,7 +39,7 @@ def check_backbone(backbone: str) -> str:
     return backbone
 
 
-#: Allowed extra max-pooling factors in front of the first convolution.
+#: Allowed extra average-pooling factors in front of the first convolution.
 INPUT_POOLS = (1, 2, 4)
 
 

@@ -55,7 +55,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet50", help="default resnet50")
     p.add_argument("--image-size", type=int, choices=(448, 224), default=448, help="model input side (default 448)")
     p.add_argument("--input-pool", type=int, choices=INPUT_POOLS, default=1,
-                   help="extra max-pooling in front of the network (2 or 4: cheaper, for CPU demos)")
+                   help="extra average-pooling in front of the network (2 or 4: cheaper, for CPU demos)")
     p.add_argument("--windowing", choices=("sigmoid", "linear"), default="sigmoid")
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=32, help="slices per balanced batch (default 32)")

@@ -1,6 +1,6 @@
 """The demo model: a small two-stage network trained on phantoms in a few minutes on a laptop CPU.
 
-A ResNet-18 that sees the 224 input max-pooled once more (112 px inside the network), trained from
+A ResNet-18 that sees the 224 input average-pooled once more (112 px inside the network), trained from
 random weights on 100 phantom studies for as many epochs as the time budget allows here. It finds
 the obvious phantom bleeds (docs/model-card.md has its figures) and misses many subtle ones. The
 model is for demonstration only: it has never seen a real head CT.

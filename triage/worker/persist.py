@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from triage.config import Settings
+from triage.db.engine import dialect_insert
 from triage.db.models import Instance, Series, SeriesResult, SlicePrediction, Study, utcnow
 from triage.db.outbox import enqueue_alerts
 from triage.domain import CLASSES, Findings, SeriesState
@@ -31,8 +31,7 @@ def insert_predictions(
         | {col: float(p) for col, p in zip(COLUMNS, probs, strict=True)}
         for iid, probs in predictions.items()
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     statement = insert(SlicePrediction).on_conflict_do_nothing(index_elements=["instance_id", "model_version"])
     session.execute(statement, rows)
 
