@@ -146,9 +146,13 @@ def _print_summary(metrics: dict, title: str) -> None:
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
         lines.append(f"{name:<18}{m['precision']:7.2f}{m['recall']:7.2f}{m['f1']:7.2f}{m['count']:7d}{auc:>8}   "
                      f"{interval}")
-    lines.append(f"weighted log loss {metrics['weighted_log_loss']:.4f}; study AUC any {metrics.get('study_auc_any')}")
+    def number(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines.append(f"weighted log loss {metrics['weighted_log_loss']:.4f}; "
+                 f"study AUC any {number(metrics.get('study_auc_any'), 4)}")
     if "study_any" in metrics:
         s = metrics["study_any"]
         lines.append(f"studies flagged at P(any) >= {s['threshold']:.3f}: {s['flagged']} (sensitivity "
-                     f"{s['sensitivity']}, specificity {s['specificity']})")
+                     f"{number(s['sensitivity'], 3)}, specificity {number(s['specificity'], 3)})")
     sys.stdout.write("\n".join(lines) + "\n")
