@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from tests.worker.conftest import set_thresholds, store_datasets
@@ -107,6 +109,23 @@ def test_streaming_flags_while_receiving_then_final(ctx, phantom) -> None:
         assert not result.provisional and result.num_slices == 12
         assert s.scalar(select(func.count()).select_from(SlicePrediction)) == 12
     assert _series(ctx.factory).state == "classified"
+
+
+def test_streaming_counts_a_flag_once_and_refreshes_the_provisional_result(ctx, phantom, caplog) -> None:
+    set_thresholds(ctx.factory, 0.0)
+    flags_before = REGISTRY.get_sample_value("triage_time_to_flag_seconds_count") or 0.0
+    with caplog.at_level(logging.INFO, logger="triage.worker.pipeline"):
+        for part in (phantom.datasets[:4], phantom.datasets[4:8]):
+            store_datasets(ctx.settings, ctx.factory, part)
+            assert ctx.pipeline.stream() == 4
+    with ctx.factory() as s:
+        assert s.scalars(select(SeriesResult)).one().num_slices == 8  # refreshed by the second batch
+    assert REGISTRY.get_sample_value("triage_time_to_flag_seconds_count") == flags_before + 1
+    assert sum("flagged provisionally" in r.getMessage() for r in caplog.records) == 1
+    store_datasets(ctx.settings, ctx.factory, phantom.datasets[8:])
+    _make_ready(ctx)
+    jobs.work(ctx)
+    assert REGISTRY.get_sample_value("triage_time_to_flag_seconds_count") == flags_before + 1  # already flagged
 
 
 def test_reprocessing_replaces_results(ctx, phantom) -> None:

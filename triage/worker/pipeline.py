@@ -329,10 +329,13 @@ class Pipeline:
             findings = self._findings(session, slices)
             if not findings.flagged:
                 return
+            was_flagged = series.result is not None and series.result.flagged
             write_result(session, self.settings, series, findings, version=version, provisional=True,
                          num_slices=len(refs), timings=batch.timings.as_dict())
-            metrics.observe_flagged(series, utcnow())
-        LOGGER.info("series %d flagged provisionally while receiving (%d slices so far)", series_id, len(refs))
+            if not was_flagged:
+                metrics.observe_flagged(series, utcnow())
+        if not was_flagged:  # later batches only refresh the provisional result
+            LOGGER.info("series %d flagged provisionally while receiving (%d slices so far)", series_id, len(refs))
 
     def _findings(self, session: Session, slices: SliceProbabilities) -> Findings:
         thresholds, enabled = load_thresholds(session)
