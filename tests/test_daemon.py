@@ -48,6 +48,23 @@ def test_init_then_serve_from_scratch(tmp_path: Path, empty_database_url: str, m
     assert code == 0, log
 
 
+def test_init_writes_the_example_config_where_triage_config_points(tmp_path: Path, empty_database_url: str) -> None:
+    config = tmp_path / "etc" / "triage" / "triage.toml"
+    env = triage_env(TRIAGE_DATABASE_URL=empty_database_url, TRIAGE_CONFIG=str(config))
+    proc = run_triage("init", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert config.exists() and not (tmp_path / "triage.toml").exists()
+
+
+def test_init_with_an_unwritable_config_path_exits_2(tmp_path: Path, empty_database_url: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    proc = run_triage("init", "--config", str(tmp_path / "a-file" / "triage.toml"),
+                      env=triage_env(TRIAGE_DATABASE_URL=empty_database_url), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "invalid setting config=" in proc.stderr and "Traceback" not in proc.stderr
+    assert migrate.current(empty_database_url) is None  # nothing changed
+
+
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path, empty_database_url: str) -> None:
     proc = run_triage("serve", env=triage_env(TRIAGE_DATABASE_URL=empty_database_url), cwd=tmp_path)
     assert proc.returncode == 2

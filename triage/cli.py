@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,10 +57,16 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 def cmd_init(args: argparse.Namespace) -> int:
     from triage.daemon import initialise
 
-    config = Path(args.config) if args.config else Path("triage.toml")
+    config = Path(args.config or os.environ.get("TRIAGE_CONFIG") or "triage.toml")
     if not config.exists():
-        config.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+        try:
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+        except OSError as exc:
+            reason = f"cannot write the example configuration ({exc.strerror})"
+            raise ConfigError("config", str(config), reason) from exc
         LOGGER.info("wrote an example configuration to %s", config)
+    args.config = str(config)  # and use it
     settings = _settings(args)
     prepare_directories(settings)
     initialise(settings)

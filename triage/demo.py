@@ -22,6 +22,7 @@ from triage.config import Settings, prepare_directories
 from triage.daemon import Daemon, initialise, open_database
 from triage.db.models import Series, User
 from triage.domain import SeriesState
+from triage.errors import ConfigError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,13 +32,29 @@ FINAL_STATES = (SeriesState.CLASSIFIED.value, SeriesState.FAILED.value, SeriesSt
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo's defaults on top of the given settings: a secret key and a model in the data dir."""
+    """The demo's defaults on top of the given settings: a secret key and a model in the data dir.
+
+    A model the user names must exist (a typo must not become a freshly trained demo model).
+    """
     updates: dict[str, object] = {"demo": True}
     if not settings.web.secret_key:
         updates["web"] = settings.web.model_copy(update={"secret_key": secrets.token_urlsafe(32)})
     if settings.model is None:
         updates["model"] = settings.data_dir / "model"
+    elif not (settings.model / "model.json").is_file():
+        raise ConfigError("model", str(settings.model), "no model.json there (leave --model out to train a demo model)")
     return settings.model_copy(update=updates)
+
+
+def model_thresholds(settings: Settings) -> Settings:
+    """The model's calibrated thresholds as the initial ones, for every class the user did not set."""
+    from triage.model import read_metadata
+
+    assert settings.model is not None  # noqa: S101 - demo_settings fills it in
+    calibrated = read_metadata(settings.model).thresholds
+    given = settings.thresholds.model_fields_set
+    update = {name: float(value) for name, value in calibrated.items() if name not in given}
+    return settings.model_copy(update={"thresholds": settings.thresholds.model_copy(update=update)})
 
 
 def ensure_model(settings: Settings) -> Path:
@@ -106,8 +123,8 @@ def run_demo(settings: Settings, *, studies: int, keep_running: bool, announce: 
     """
     settings = demo_settings(settings)
     prepare_directories(settings)
-    initialise(settings)
-    settings = settings.model_copy(update={"model": ensure_model(settings)})
+    settings = model_thresholds(settings.model_copy(update={"model": ensure_model(settings)}))
+    initialise(settings)  # seeds the thresholds of a new database
     password = ensure_user(settings)
     folder = make_studies(settings, studies)
 
