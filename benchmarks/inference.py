@@ -1,6 +1,7 @@
 """Inference throughput of the stage-1 network: slices/s per backend, fraction of the CPU's peak, agreement.
 
-Backends measured in the same run, interleaved (rounds), on random weights and random inputs:
+Backends measured in the same run, interleaved (rounds), on random weights and random inputs; "% of peak" is
+against --peak-gflops, by default the dense fp32 rate measured at the start (cpu_peak.py):
   eager-b1      torchvision ResNet, fp32, NCHW, one slice at a time (the naive baseline)
   torch-bN      triage.model.Classifier(backend="torch"): channels-last, inference_mode, batch N
   onnx-bN       triage.model.Classifier(backend="onnx"): ONNX Runtime on the same weights, batch N
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cpu_peak import cpu_name, dense_gflops  # benchmarks/ is on sys.path when this file runs
 from torch.utils.flop_counter import FlopCounterMode
 
 from triage.model import Classifier, save_model_directory
@@ -123,11 +125,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement")
-    parser.add_argument("--peak-gflops", type=float, default=350.0, help="measured fp32 FMA peak of the CPU")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="fp32 FMA peak of the CPU (default: the dense rate measured now, see cpu_peak.py)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+    print(f"torch {torch.__version__}, {cpu_name()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"GLIBC_TUNABLES={'set' if os.environ.get('GLIBC_TUNABLES') else 'unset'}")
+    if args.peak_gflops is None:
+        args.peak_gflops = dense_gflops(args.threads)
+        print(f"peak: best dense fp32 rate measured now on {args.threads} threads, {args.peak_gflops:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory() as workdir:
         for size in args.sizes:
             bench_size(args, size, Path(workdir))

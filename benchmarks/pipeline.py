@@ -12,7 +12,8 @@ Usage::
    With a trained model (e.g. the demo model) the flag waits for a slice with a real bleed.
 2. Throughput: slices/s of the worker's classify path (decode thread pool overlapping batched inference)
    against the naive baseline (one slice at a time: read, preprocess, eager fp32 stage 1, stage 2 when
-   positive; no overlap), same slices, same process; and the fraction of the CPU's FLOP peak.
+   positive; no overlap), same slices, same process; and the fraction of the CPU's dense fp32 rate
+   measured in the same run (cpu_peak.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cpu_peak import cpu_name, dense_gflops  # noqa: E402 - benchmarks/ is on sys.path
+
 from tests.helpers import free_port, wait_for, wait_for_port  # noqa: E402
 from triage.config import load_settings  # noqa: E402
 from triage.daemon import Daemon, initialise  # noqa: E402
@@ -42,7 +45,6 @@ from triage.model import Classifier, save_random_model  # noqa: E402
 from triage.synth.study import make_study  # noqa: E402
 from triage.worker.pipeline import Pipeline, SliceRef  # noqa: E402
 
-PEAK_GFLOPS = 350.0  # measured FMA peak of this 2-core Xeon (PERFORMANCE.md)
 GFLOP_PER_SLICE = {"resnet50": 8.2, "resnet18": 3.6, "resnet34": 7.3, "resnet101": 15.6}  # at 224
 
 
@@ -137,15 +139,17 @@ def throughput(model: Path, files: list[Path], backend: str, threads: int) -> No
     fast_rate = len(files) / (time.perf_counter() - started)
     pipeline.close()
     positives = int(np.sum(np.array([p[0] for p in batch.predictions.values()]) >= fast.detection_threshold))
-    gflop = GFLOP_PER_SLICE.get(fast.backbone, 8.2) * (fast.image_size / 224) ** 2
+    pool = fast.metadata.input_pool  # the network sees image_size / input_pool pixels
+    gflop = GFLOP_PER_SLICE.get(fast.backbone, 8.2) * (fast.image_size / pool / 224) ** 2
     print(f"throughput ({fast.backbone} @ {fast.image_size}, {len(files)} slices, {positives} through stage 2):")
     print(f"   naive baseline (1 slice at a time, eager fp32, no overlap): {naive_rate:6.1f} slices/s")
     print(f"   worker ({backend}, batch 16, decode overlapped):            {fast_rate:6.1f} slices/s  "
           f"= {fast_rate / naive_rate:.2f}x the baseline")
     stage1_share = batch.timings.stage1 / max(1e-9, batch.timings.stage1 + batch.timings.stage2)
-    flops = fast_rate * gflop * (1 + (positives / len(files))) / PEAK_GFLOPS
-    print(f"   stage 1 share of model time {stage1_share:.0%}; model FLOPs at {flops:.0%} of the "
-          f"{PEAK_GFLOPS:.0f} GFLOP/s peak (both stages counted)")
+    peak = dense_gflops(threads or 2)
+    flops = fast_rate * gflop * (1 + (positives / len(files))) / peak
+    print(f"   stage 1 share of model time {stage1_share:.0%}; model FLOPs at {flops:.0%} of the best dense fp32 "
+          f"rate measured now ({peak:.0f} GFLOP/s; both stages counted)")
 
 
 def main() -> None:
@@ -160,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or save_random_model(Path(tmp) / "model", backbone="resnet50", image_size=224)
         print(f"{dt.datetime.now():%Y-%m-%d %H:%M} model {model.name}, backend {args.backend}, "
-              f"{os.cpu_count()} CPUs")
+              f"{cpu_name()}, {os.cpu_count()} CPUs")
         if not args.skip_alert:
             for streaming in (False, True):
                 time_to_alert(model, streaming, args.runs, args.slices, args.backend, args.model is not None)
