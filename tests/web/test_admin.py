@@ -14,7 +14,7 @@ from tests.web.conftest import Browser, login
 from triage.config import Settings
 from triage.db.admin import ALERT_CHANNELS, ALLOWED_AETS, get_admin_setting
 from triage.db.engine import transaction
-from triage.db.models import ApiToken, AuditEvent, User
+from triage.db.models import Alert, ApiToken, AuditEvent, User
 from triage.db.thresholds import load_thresholds
 from triage.domain import CLASSES
 
@@ -196,6 +196,24 @@ def test_alert_outbox_and_audit_log(admin: Browser, factory) -> None:
     assert re.search(r'count-dead">dead <strong>1</strong>', page)
     assert re.search(r'count-pending">pending <strong>1</strong>', page)
     assert "setting.change" in page and "login" in page
+
+
+def test_dead_alert_is_retried_from_the_admin_page(admin: Browser, factory) -> None:
+    with transaction(factory) as s:
+        parent = f.classified(s, f.probabilities(0.9))
+        dead = f.alert(s, parent, state="dead", channel="email", error="SMTP 554 relay denied").id
+        pending = f.alert(s, parent, state="pending").id
+    page = admin.client.get("/admin").text
+    assert f'action="/admin/alerts/{dead}/retry"' in page and f'action="/admin/alerts/{pending}/retry"' not in page
+    response = admin.form(f"/admin/alerts/{dead}/retry", {})
+    assert response.status_code == 303 and response.headers["location"].startswith("/admin?saved=alerts")
+    with factory() as s:
+        row = s.get(Alert, dead)
+        assert row.state == "pending" and row.attempts == 0
+    assert [(e.actor, e.detail["channel"]) for e in _events(factory, "alert.retry")] == [("boss", "email")]
+    refused = admin.form(f"/admin/alerts/{pending}/retry", {})  # only dead or cancelled rows
+    assert refused.status_code == 400 and "only dead or cancelled" in html.unescape(refused.text)
+    assert len(_events(factory, "alert.retry")) == 1
 
 
 def test_audit_log_pages(admin: Browser, factory) -> None:

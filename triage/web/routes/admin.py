@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from triage.db import queries
+from triage.db import outbox, queries
 from triage.db.models import Threshold, utcnow
 from triage.db.thresholds import load_thresholds
 from triage.domain import CLASSES, Role
@@ -34,6 +34,7 @@ SAVED = {
     "aets": "Allowed calling AE titles saved. New associations are checked against them.",
     "users": "User saved.",
     "tokens": "API token revoked.",
+    "alerts": "Alert queued again with fresh attempts; the dispatcher sends it on its next pass.",
 }
 
 
@@ -176,3 +177,15 @@ def revoke_token_form(request: Request, context: ContextDep, session: SessionDep
     except AdminInputError as exc:
         return _failed(request, context, session, principal, exc)
     return _saved("tokens")
+
+
+@router.post("/admin/alerts/{alert_id}/retry")
+def retry_alert_form(request: Request, context: ContextDep, session: SessionDep, principal: AdminWriteDep,
+                     alert_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+    """Queue a dead or cancelled alert again (after the receiver was fixed); audited as ``alert.retry``."""
+    try:
+        outbox.retry_alert(session, alert_id, principal.username)
+        session.commit()
+    except ValueError as exc:
+        return _failed(request, context, session, principal, AdminInputError(str(exc)))
+    return _saved("alerts")
