@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import threading
+import zipfile
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 
+from tests.helpers import REPO
 from triage.db import migrate
 from triage.db.engine import create_db_engine, session_factory, transaction
 from triage.db.models import Base, Instance, Series, Study, Threshold
 from triage.db.thresholds import load_thresholds, seed_thresholds
 from triage.domain import CLASSES
+from triage.errors import TriageError
 
 
 def _tables(url: str) -> set[str]:
@@ -90,6 +96,30 @@ def test_thresholds_seeded_by_two_processes_starting_together(factory) -> None:
     assert not thread.is_alive() and errors == []
     with factory() as s:
         assert load_thresholds(s)[0] == dict.fromkeys(CLASSES, 0.4)
+
+
+def test_migrations_are_found_beside_the_package_or_under_the_prefix(tmp_path) -> None:
+    checkout, prefix = tmp_path / "checkout", tmp_path / "share" / "triage"
+    (prefix / "alembic").mkdir(parents=True)
+    (prefix / "alembic" / "env.py").write_text("")
+    assert migrate.migrations_root((checkout, prefix)) == prefix  # a wheel install: no checkout
+    (checkout / "alembic").mkdir(parents=True)
+    (checkout / "alembic" / "env.py").write_text("")
+    assert migrate.migrations_root((checkout, prefix)) == checkout  # a checkout wins
+    with pytest.raises(TriageError, match="migrations are missing"):
+        migrate.migrations_root((tmp_path / "nowhere",))
+
+
+def test_wheel_carries_the_migrations(tmp_path) -> None:
+    """`pip install .` (not editable) gets alembic.ini and alembic/ under <prefix>/share/triage."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("triage-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = next(n.split("/share/")[0] for n in names if "/share/triage/" in n)
+    expected = {"alembic.ini", "alembic/env.py", "alembic/script.py.mako"} | {
+        f"alembic/versions/{p.name}" for p in (REPO / "alembic" / "versions").glob("*.py")}
+    assert {f"{data}/share/triage/{name}" for name in expected} <= names
 
 
 def test_engine_pragmas_on_sqlite(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 from alembic.config import Config
@@ -11,16 +12,28 @@ from alembic.script import ScriptDirectory
 
 from alembic import command
 from triage.db.engine import create_db_engine
+from triage.errors import TriageError
 
-#: The migrations live beside the package (repository root): ``alembic.ini`` and ``alembic/``.
-ROOT = Path(__file__).resolve().parents[2]
+#: Where ``alembic.ini`` and ``alembic/`` are looked for: beside the package (a checkout or an editable
+#: install), then ``<prefix>/share/triage`` (where a wheel or ``pip install .`` puts them, setup.cfg).
+SEARCH = (Path(__file__).resolve().parents[2], Path(sys.prefix) / "share" / "triage")
+
+
+def migrations_root(search: tuple[Path, ...] = SEARCH) -> Path:
+    """The first folder of ``search`` that holds ``alembic/env.py``."""
+    for root in search:
+        if (root / "alembic" / "env.py").is_file():
+            return root
+    raise TriageError(f"the Alembic migrations are missing: no alembic/env.py in {[str(r) for r in search]} "
+                      "(install triage with pip from its source tree)")
 
 
 def alembic_config(database_url: str) -> Config:
     """An Alembic :class:`Config` for the project's migrations and ``database_url``."""
-    ini = ROOT / "alembic.ini"
+    root = migrations_root()
+    ini = root / "alembic.ini"
     config = Config(str(ini)) if ini.exists() else Config()
-    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config.set_main_option("script_location", str(root / "alembic"))
     config.attributes["database_url"] = database_url
     return config
 
