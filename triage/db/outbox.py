@@ -222,8 +222,9 @@ def insert_row(
         "next_attempt_at": now,
         "created_at": now,
     }
+    insert = dialect_insert(session)
     statement = (
-        dialect_insert(session)(Alert).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Alert)
+        insert(Alert).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Alert)
     )
     alert = session.scalars(statement).one_or_none()
     if alert is not None:

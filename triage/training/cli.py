@@ -10,6 +10,7 @@ from pathlib import Path
 
 from triage.errors import UsageError
 from triage.model.network import BACKBONES, INPUT_POOLS
+from triage.training.report import figure
 
 LOGGER = logging.getLogger(__name__)
 
@@ -143,16 +144,13 @@ def _print_summary(metrics: dict, title: str) -> None:
     for name, m in metrics["classes"].items():
         low, high = m["auc_ci95"]
         interval = "n/a" if low is None else f"{low:.4f}-{high:.4f}"
-        auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"
+        auc = figure(m["auc"], 4)
         lines.append(f"{name:<18}{m['precision']:7.2f}{m['recall']:7.2f}{m['f1']:7.2f}{m['count']:7d}{auc:>8}   "
                      f"{interval}")
-    def number(value: float | None, digits: int) -> str:
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
     lines.append(f"weighted log loss {metrics['weighted_log_loss']:.4f}; "
-                 f"study AUC any {number(metrics.get('study_auc_any'), 4)}")
+                 f"study AUC any {figure(metrics.get('study_auc_any'), 4)}")
     if "study_any" in metrics:
         s = metrics["study_any"]
         lines.append(f"studies flagged at P(any) >= {s['threshold']:.3f}: {s['flagged']} (sensitivity "
-                     f"{number(s['sensitivity'], 3)}, specificity {number(s['specificity'], 3)})")
+                     f"{figure(s['sensitivity'], 3)}, specificity {figure(s['specificity'], 3)})")
     sys.stdout.write("\n".join(lines) + "\n")

@@ -19,7 +19,8 @@ PAPER_W4: Mapping[str, tuple[float, float, float, int]] = {
 TABLE_GROUPS: tuple[tuple[str, ...], ...] = (CLASSES[:3], CLASSES[3:])
 
 
-def _number(value: Any, digits: int = 3) -> str:
+def figure(value: Any, digits: int = 3) -> str:
+    """``value`` with ``digits`` decimals, or "n/a" for a figure that is undefined (None)."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
@@ -29,7 +30,7 @@ def _table(metrics: Mapping[str, Any], group: Sequence[str], label: str, with_pa
     cells = []
     for name in group:
         m = metrics["classes"][name]
-        cells += [_number(m["precision"], 2), _number(m["recall"], 2), _number(m["f1"], 2), str(m["count"])]
+        cells += [figure(m["precision"], 2), figure(m["recall"], 2), figure(m["f1"], 2), str(m["count"])]
     lines = [header, rule, f"| {label} | " + " | ".join(cells) + " |"]
     if with_paper:
         paper = [f"{v:.2f}" if isinstance(v, float) else str(v) for name in group for v in PAPER_W4[name]]
@@ -76,20 +77,20 @@ def markdown_report(
     for name in CLASSES:
         m = metrics["classes"][name]
         low, high = m["auc_ci95"]
-        lines.append(f"| {name} | {m['threshold']:.3f} | {_number(m['auc'], 4)} | "
-                     f"{_number(low, 4)} – {_number(high, 4)} | {_number(m['average_precision'], 4)} |")
+        lines.append(f"| {name} | {m['threshold']:.3f} | {figure(m['auc'], 4)} | "
+                     f"{figure(low, 4)} – {figure(high, 4)} | {figure(m['average_precision'], 4)} |")
     lines += ["", f"- **Weighted log loss** (Kaggle RSNA 2019: weight 2 for any, 1 per subtype): "
                   f"{metrics['weighted_log_loss']:.4f}"]
     if "study_auc_any" in metrics:
         low, high = metrics["study_auc_any_ci95"]
         lines.append(f"- **Study-level AUC for any** (maximum over slices, {metrics['studies']} studies, "
-                     f"{metrics['positive_studies']} with a bleed): {_number(metrics['study_auc_any'], 4)} "
-                     f"(95 % interval {_number(low, 4)} – {_number(high, 4)})")
+                     f"{metrics['positive_studies']} with a bleed): {figure(metrics['study_auc_any'], 4)} "
+                     f"(95 % interval {figure(low, 4)} – {figure(high, 4)})")
     if "study_any" in metrics:
         s = metrics["study_any"]
         lines.append(f"- **Worklist flags** (study flagged when a slice's P(any) >= {s['threshold']:.3f}): "
-                     f"{s['flagged']} flagged; sensitivity {_number(s['sensitivity'])}, specificity "
-                     f"{_number(s['specificity'])}, precision {_number(s['precision'])}")
+                     f"{s['flagged']} flagged; sensitivity {figure(s['sensitivity'])}, specificity "
+                     f"{figure(s['specificity'])}, precision {figure(s['precision'])}")
     lines += ["", "Intervals: percentile bootstrap, resampling whole studies (slices of a study are correlated).", ""]
     for caption, path in figures.items():
         lines += [f"![{caption}]({path})", ""]
