@@ -160,7 +160,8 @@ def test_a_wrong_called_ae_title_is_rejected_and_recorded(factory, alert_setting
     before = orthanc.instances()
     assert dispatch_due(factory, alert_settings) == 0, outbox(factory)
     [row] = rows(factory, channel="dicom")
-    assert re.search(r"association with NOT-ORTHANC@127\.0\.0\.1:\d+ rejected", row.last_error), row.last_error
+    assert re.search(r"association with NOT-ORTHANC@127\.0\.0\.1:\d+ rejected: called AE title not recognised",
+                     row.last_error), row.last_error
     assert orthanc.instances() == before
 
 

@@ -67,7 +67,7 @@ def test_send_reports_a_receiver_that_is_not_there(tmp_path: Path) -> None:
     port = free_port()
     report = send_paths(paths, host="127.0.0.1", port=port, called_aet="TRIAGE", calling_aet="X", progress=False)
     assert not report.ok
-    expected = f"not sent: cannot connect to 127.0.0.1:{port} (Connection refused)"
+    expected = f"not sent: association with TRIAGE@127.0.0.1:{port} not established (Connection refused)"
     assert [f.reason for f in report.failures] == [expected] * 2
     assert "FAILED" in report.summary() and str(port) in report.summary()
 
@@ -82,7 +82,7 @@ def test_send_reports_a_rejected_calling_ae(scp_settings, factory, tmp_path: Pat
     finally:
         server.stop()
     assert not report.ok and report.stored == 0
-    expected = "not sent: association rejected: calling AE title not recognised"
+    expected = f"not sent: association with TRIAGE@127.0.0.1:{server.port} rejected: calling AE title not recognised"
     assert [f.reason for f in report.failures] == [expected] * 2
 
 

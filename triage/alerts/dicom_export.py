@@ -21,6 +21,7 @@ from triage.alerts.report import ReportInputs, build_report_datasets
 from triage.config import Settings
 from triage.db.models import Instance, KeyImage, Series, SlicePrediction
 from triage.db.outbox import Claim
+from triage.dicom.requestor import request_association
 from triage.domain import CLASSES
 
 LOGGER = logging.getLogger(__name__)
@@ -109,10 +110,9 @@ def c_store(settings: Settings, datasets: Sequence[Dataset]) -> None:
     ae.connection_timeout = config.timeout_seconds
     for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    assoc = ae.associate(config.host, config.port, ae_title=config.ae_title)
-    if not assoc.is_established:
-        state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
-        raise DeliveryError(f"association with {config.ae_title}@{config.host}:{config.port} {state}")
+    assoc, failure = request_association(ae, config.host, config.port, config.ae_title)
+    if failure is not None:
+        raise DeliveryError(f"association with {config.ae_title}@{config.host}:{config.port} {failure}")
     try:
         for ds in datasets:
             status = assoc.send_c_store(ds)

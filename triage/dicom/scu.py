@@ -8,7 +8,6 @@ their file meta (each file is sent in its own transfer syntax, uncompressed ones
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 from tqdm import tqdm
 
 from triage.dicom.remap import remap_uids
+from triage.dicom.requestor import request_association
 from triage.errors import UsageError
 
 LOGGER = logging.getLogger(__name__)
@@ -231,11 +231,11 @@ class _Sender:
         self.association_error = "no association could be established"
 
     def run(self, ae: AE, host: str, port: int, called_aet: str) -> None:
-        assoc = ae.associate(host, port, ae_title=called_aet)
-        if not assoc.is_established:
+        assoc, failure = request_association(ae, host, port, called_aet)
+        if failure is not None:
             with self.lock:
-                self.association_error = _association_failure(assoc, host, port)
-            LOGGER.error("association to %s@%s:%d failed: %s", called_aet, host, port, self.association_error)
+                self.association_error = f"association with {called_aet}@{host}:{port} {failure}"
+            LOGGER.error("%s", self.association_error)
             return
         try:
             while assoc.is_established and (item := self._next()) is not None:
@@ -278,19 +278,4 @@ class _Sender:
             else:
                 self.report.failures.append(FileFailure(item.path, status, reason))
             self.bar.update(1)
-
-
-def _association_failure(assoc: Association, host: str, port: int) -> str:
-    if assoc.is_rejected:
-        rejection = assoc.acceptor.primitive
-        if rejection is not None and rejection.diagnostic == 0x03:
-            return "association rejected: calling AE title not recognised"
-        if rejection is not None and rejection.diagnostic == 0x07:
-            return "association rejected: called AE title not recognised"
-        return "association rejected" + (f" (reason {rejection.reason_str})" if rejection is not None else "")
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as exc:
-        return f"cannot connect to {host}:{port} ({exc.strerror or exc})"
-    return "the association was aborted during negotiation (no common presentation context, TLS, or timeout)"
 
