@@ -166,10 +166,19 @@ def test_unlabelled_directory_is_refused(phantoms, tmp_path):
         train_model(_config(), TrainRequest(Path(data), labels, tmp_path / "m"))
 
 
+@pytest.mark.parametrize(("images_per_second", "epochs"), [(5.0, 6), (100.0, 12), (1e6, 40)])
+def test_the_demo_recipe_fits_the_budget_but_never_trains_too_little(monkeypatch, images_per_second, epochs):
+    """A slow laptop (5 images/s) gets the 6 epochs a usable model needs, not a 3-minute model that flags all."""
+    from triage.training import demo
+
+    monkeypatch.setattr(demo, "training_speed", lambda config: images_per_second)
+    assert demo.demo_recipe(3.0, positives=445).epochs == epochs
+
+
 def test_demo_model_is_trained_on_phantoms_and_loads(tmp_path):
     from triage.training import train_demo_model
 
-    out = train_demo_model(tmp_path / "model", work_dir=tmp_path / "work", minutes=0.01, studies=6)
+    out = train_demo_model(tmp_path / "model", work_dir=tmp_path / "work", minutes=0.01, studies=6, min_epochs=2)
     meta = read_metadata(out)
     assert meta.name == "demo-phantom-resnet18" and meta.input_pool == 2 and meta.image_size == 224
     assert meta.training["recipe"]["keep"] == "last" and meta.training["recipe"]["epochs"] == 2
